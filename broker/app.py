@@ -1,0 +1,114 @@
+"""The Flask application factory.
+
+``create_app(settings)`` builds one broker: a Redis client (the real one named by
+``settings.redis_url``, or an embedded in-process one), a blob store, the state machine and the
+notifier, shared through ``app.extensions["inferbox"]``; one blueprint per resource translates
+HTTP into calls of :class:`~broker.mailbox.Mailbox`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from storage import BlobStore, open_store
+
+from . import errors
+from .auth import TokenTable
+from .mailbox import Mailbox
+from .notify import Notifier
+from .queue import TaskQueue
+from .settings import Settings
+
+log = logging.getLogger("inferbox.broker")
+
+STATUS_OF = (  # most specific first
+    (errors.Forbidden, 403),
+    (errors.AuthError, 401),
+    (errors.InvalidRequest, 400),
+    (errors.TaskNotFound, 404),
+    (errors.Conflict, 409),
+    (errors.PayloadTooLarge, 413),
+    (errors.Unavailable, 503),
+)
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+              415: "unsupported_media_type", 400: "bad_request"}  # fmt: skip
+
+
+@dataclass
+class Inferbox:
+    """What every request needs; one per app, in ``app.extensions["inferbox"]``."""
+
+    settings: Settings
+    mailbox: Mailbox
+    tokens: TokenTable
+
+
+def connect_redis(settings: Settings) -> redis.Redis:
+    if settings.embedded:
+        import fakeredis  # the embedded default: Redis semantics, Lua included, in-process
+
+        return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    return redis.Redis.from_url(
+        settings.redis_url or "", health_check_interval=30, socket_keepalive=True
+    )
+
+
+def create_app(
+    settings: Settings | None = None, *, redis_client: redis.Redis | None = None,
+    store: BlobStore | None = None, queue: TaskQueue | None = None,
+) -> Flask:  # fmt: skip
+    """Build a broker. ``redis_client``, ``store`` and ``queue`` override what settings name."""
+    settings = settings or Settings()
+    client = redis_client if redis_client is not None else connect_redis(settings)
+    queue = queue or TaskQueue(client, prefix=settings.redis_prefix)
+    store = store or open_store(settings.storage_url)
+    mailbox = Mailbox(queue, store, Notifier(queue.redis, queue.keys.events))
+
+    app = Flask("broker")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["inferbox"] = Inferbox(settings, mailbox, TokenTable.from_settings(settings))
+
+    from .blueprints import leases, meta, queues, tasks
+
+    for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(errors.BrokerError, _broker_error)
+    app.register_error_handler(HTTPException, _http_error)
+    return app
+
+
+def error_response(
+    http_status: int, code: str, message: str, extra: dict[str, Any] | None = None
+) -> Response:
+    response = jsonify({"error": code, "message": message, **(extra or {})})
+    response.status_code = http_status
+    return response
+
+
+def _broker_error(exc: errors.BrokerError) -> Response:
+    status = next(code for cls, code in STATUS_OF if isinstance(exc, cls))
+    response = error_response(status, exc.code, exc.message, exc.context)
+    if isinstance(exc, errors.AuthError) and status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="inferbox"'
+    if status == 503:
+        log.error("%s", exc.message)
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if isinstance(exc, RequestEntityTooLarge):
+        message = "the body is larger than the broker's limit (INFERBOX_MAX_PAYLOAD_BYTES)"
+    else:
+        message = exc.description or exc.name
+    response = error_response(status, HTTP_CODES.get(status, "error"), message)
+    if status == 405 and exc.get_response().headers.get("Allow"):
+        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    return response

@@ -1,0 +1,1 @@
+"""One blueprint per resource: tasks (clients), leases (workers), queues and meta (operators)."""

@@ -1,0 +1,61 @@
+"""Helpers the blueprints share: the request's principal, options, JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import current_app, request
+
+from ..app import Inferbox
+from ..auth import Principal
+from ..errors import InvalidRequest
+from ..mailbox import Mailbox
+
+
+def box() -> Inferbox:
+    return current_app.extensions["inferbox"]  # type: ignore[no-any-return]
+
+
+def mailbox() -> Mailbox:
+    return box().mailbox
+
+
+def authorize(*roles: str) -> Principal:
+    """The caller, who must hold one of ``roles`` (admins hold them all)."""
+    principal = box().tokens.authenticate(request.headers.get("Authorization"))
+    principal.require(*roles)
+    return principal
+
+
+def owner_filter(principal: Principal) -> str | None:
+    """Whose tasks the principal may see: None for all."""
+    return None if principal.sees_all else principal.owner
+
+
+def option(name: str, header: str | None = None, body: dict[str, Any] | None = None) -> Any:
+    """An option from the JSON body, else the query string, else a header."""
+    if body and name in body:
+        return body[name]
+    value = request.args.get(name)
+    if value is None and header:
+        value = request.headers.get(header)
+    return value
+
+
+def json_body(max_bytes: int = 64 * 1024) -> dict[str, Any]:
+    """The request's JSON object body, or {} when it has none."""
+    if not request.content_length and not request.is_json:
+        return {}
+    if request.content_length and request.content_length > max_bytes:
+        raise InvalidRequest(f"the JSON body must be at most {max_bytes} bytes")
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the JSON body must be an object")
+    return body

@@ -1,0 +1,144 @@
+"""Leases, as workers see them: take tasks, heartbeat, post results."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, jsonify, request
+
+from storage import Blob
+
+from .. import keys as K
+from .. import options
+from ..auth import WORKER
+from ..errors import InvalidRequest
+from ..task import Lease, iso
+from .common import authorize, box, json_body, mailbox, option
+from .tasks import _stream
+
+bp = Blueprint("leases", __name__)
+
+ERROR_MEDIA_TYPE = "application/vnd.inferbox.error+json"
+MAX_ERROR_DOC = 64 * 1024
+
+
+@bp.post("/getnexttask")
+def getnexttask() -> Response:
+    authorize(WORKER)
+    body = json_body()
+    queues = options.queue_names(option("queue", None, body) or K.DEFAULT_QUEUE)
+    max_tasks = options.integer("max_tasks", option("max_tasks", None, body), default=1, low=1,
+                                high=K.MAX_TASKS_PER_TAKE)  # fmt: skip
+    wait = options.number("wait", option("wait", None, body), default=0.0, low=0.0,
+                          high=float(box().settings.max_wait))  # fmt: skip
+    lease = options.integer("lease", option("lease", None, body), default=K.DEFAULT_LEASE, low=1,
+                            high=K.MAX_LEASE)  # fmt: skip
+    worker_id = options.text(
+        "worker_id", option("worker_id", "X-Inferbox-Worker", body), default="anonymous",
+        max_length=128,
+    )
+    taken = mailbox().take(queues, max_tasks=max_tasks, lease_seconds=lease,
+                           worker_id=worker_id, wait=wait)  # fmt: skip
+    if not taken:
+        return Response(status=204)
+    if max_tasks == 1:
+        lease_, blob = taken[0]
+        response = Response(_stream(blob), content_type=lease_.content_type,
+                            headers=_lease_headers(lease_))  # fmt: skip
+        response.content_length = blob.info.size
+        return response
+    return _multipart(taken)
+
+
+def _lease_headers(lease: Lease) -> dict[str, str]:
+    return {
+        "X-Inferbox-Task-Id": lease.task_id,
+        "X-Inferbox-Lease-Id": lease.lease_id,
+        "X-Inferbox-Lease-Deadline": iso(lease.deadline) or "",
+        "X-Inferbox-Queue": lease.queue,
+        "X-Inferbox-Attempt": str(lease.attempt),
+    }
+
+
+def _multipart(taken: list[tuple[Lease, Blob]]) -> Response:
+    """RFC 2046 multipart/mixed, one part per task, payload bytes untouched."""
+    boundary = secrets.token_hex(16)
+    heads = []
+    for lease, blob in taken:
+        headers = {"Content-Type": lease.content_type, "Content-Length": str(blob.info.size),
+                   **_lease_headers(lease)}  # fmt: skip
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        heads.append(f"--{boundary}\r\n{lines}\r\n".encode())
+    closing = f"--{boundary}--\r\n".encode()
+    length = sum(len(h) + blob.info.size + 2 for h, (_, blob) in zip(heads, taken)) + len(closing)
+
+    def body() -> Iterator[bytes]:
+        try:
+            for head, (_, blob) in zip(heads, taken):
+                yield head
+                yield from blob.iter_chunks()
+                yield b"\r\n"
+            yield closing
+        finally:
+            for _, blob in taken:
+                blob.close()
+
+    response = Response(body(), content_type=f"multipart/mixed; boundary={boundary}")
+    response.content_length = length
+    return response
+
+
+def _lease_id() -> str:
+    lease_id = request.headers.get("X-Inferbox-Lease-Id") or request.args.get("lease_id")
+    if not lease_id:
+        raise InvalidRequest("missing lease id: send the X-Inferbox-Lease-Id header")
+    return options.text("lease_id", lease_id, max_length=64)
+
+
+@bp.post("/tasks/<task_id>/heartbeat")
+def heartbeat(task_id: str) -> Response:
+    authorize(WORKER)
+    body = json_body()
+    lease_id = body.get("lease_id") or _lease_id()
+    lease_id = options.text("lease_id", lease_id, max_length=64)
+    progress = options.progress(body.get("progress"))
+    deadline, canceled = mailbox().heartbeat(options.task_id(task_id), lease_id, progress)
+    return jsonify({"lease_deadline": None if canceled else iso(deadline), "canceled": canceled})
+
+
+@bp.post("/puttaskresult/<task_id>")
+def puttaskresult(task_id: str) -> Response:
+    authorize(WORKER)
+    task_id = options.task_id(task_id)
+    lease_id = _lease_id()
+    content_type = request.content_type or "application/octet-stream"
+    if content_type.split(";")[0].strip().lower() == ERROR_MEDIA_TYPE:
+        error, retryable = _error_document()
+        task = mailbox().fail(task_id, lease_id, error, retryable=retryable)
+    else:
+        model_version = options.text(
+            "X-Inferbox-Model-Version", request.headers.get("X-Inferbox-Model-Version")
+        )
+        task = mailbox().complete(task_id, lease_id, request.stream, content_type=content_type,
+                                  model_version=model_version)  # fmt: skip
+    return jsonify(task.to_doc())
+
+
+def _error_document() -> tuple[str, bool]:
+    if (request.content_length or 0) > MAX_ERROR_DOC:
+        raise InvalidRequest(f"an error document must be at most {MAX_ERROR_DOC} bytes")
+    try:
+        doc = json.loads(request.get_data() or b"{}")
+    except ValueError as exc:
+        raise InvalidRequest(f"the error document is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("error"), str) or not doc["error"]:
+        raise InvalidRequest('an error document is {"error": "<text>", "retryable": true}')
+    retryable = doc.get("retryable", True)
+    if not isinstance(retryable, bool):
+        raise InvalidRequest("retryable must be true or false")
+    error = doc["error"]
+    if isinstance(doc.get("traceback"), str) and doc["traceback"]:
+        error = f"{error}\n{doc['traceback']}"
+    return error, retryable

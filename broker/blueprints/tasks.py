@@ -1,0 +1,85 @@
+"""The task resource, as clients see it: submit, status, result, cancel."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from .. import keys as K
+from .. import options
+from ..auth import CLIENT
+from ..task import Task
+from .common import authorize, box, mailbox, option, owner_filter
+
+bp = Blueprint("tasks", __name__)
+
+RESULT_STATUS = {K.FAILED: 424, K.CANCELED: 409, K.EXPIRED: 410}  # pending -> 202
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    principal = authorize(CLIENT)
+    settings = box().settings
+    queue = options.queue_name(option("queue", "X-Inferbox-Queue") or K.DEFAULT_QUEUE)
+    priority = options.integer("priority", option("priority", "X-Inferbox-Priority"),
+                               default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY)
+    max_attempts = options.integer(
+        "max_attempts", option("max_attempts", "X-Inferbox-Max-Attempts"),
+        default=settings.default_max_attempts, low=1, high=K.MAX_ATTEMPTS_LIMIT,
+    )
+    ttl = options.integer("ttl", option("ttl", "X-Inferbox-Ttl"), default=settings.default_ttl,
+                          low=1, high=K.MAX_TTL)
+    idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
+    task, created = mailbox().submit(
+        request.stream, content_type=request.content_type or "application/octet-stream",
+        queue=queue, owner=principal.owner, priority=priority, max_attempts=max_attempts,
+        ttl=ttl, idempotency_key=idempotency_key or None,
+    )  # fmt: skip
+    response = jsonify(task.to_doc())
+    response.status_code = 202
+    response.headers["Location"] = url_for("tasks.status", task_id=task.id)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.get("/tasks/<task_id>")
+def status(task_id: str) -> Response:
+    principal = authorize(CLIENT)
+    return jsonify(mailbox().task(options.task_id(task_id), owner_filter(principal)).to_doc())
+
+
+@bp.get("/getresult/<task_id>")
+def getresult(task_id: str) -> Response:
+    principal = authorize(CLIENT)
+    wait = options.number("wait", request.args.get("wait"), default=0.0, low=0.0,
+                          high=float(box().settings.max_wait))  # fmt: skip
+    task = mailbox().wait(options.task_id(task_id), owner_filter(principal), wait)
+    if task.status == K.SUCCEEDED:
+        return _result_response(task)
+    response = jsonify(task.to_doc())
+    response.status_code = RESULT_STATUS.get(task.status, 202)
+    return response
+
+
+@bp.post("/tasks/<task_id>/cancel")
+def cancel(task_id: str) -> Response:
+    principal = authorize(CLIENT)
+    return jsonify(mailbox().cancel(options.task_id(task_id), owner_filter(principal)).to_doc())
+
+
+def _result_response(task: Task) -> Response:
+    blob = mailbox().open_result(task)
+    response = Response(_stream(blob), content_type=task.result_content_type)
+    response.content_length = blob.info.size
+    response.headers["X-Inferbox-Task-Id"] = task.id
+    if task.model_version:
+        response.headers["X-Inferbox-Model-Version"] = task.model_version
+    return response
+
+
+def _stream(blob):  # type: ignore[no-untyped-def]
+    """Yield the blob's bytes and close it, also when the client goes away early."""
+    try:
+        yield from blob.iter_chunks()
+    finally:
+        blob.close()

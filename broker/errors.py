@@ -1,0 +1,82 @@
+"""The broker's exceptions.
+
+::
+
+    BrokerError                  base of everything the broker raises on purpose
+    ├── InvalidRequest           the caller sent something unusable (HTTP 400)
+    │   ├── InvalidQueue         a queue name outside the allowed form
+    │   └── InvalidOption        an option out of range or of the wrong type
+    ├── AuthError                missing or unknown token (401)
+    │   └── Forbidden            a known token whose role may not do this (403)
+    ├── TaskNotFound             unknown id, or another owner's task (404)
+    ├── Conflict                 the task's state forbids the operation (409)
+    │   ├── LeaseLost            the lease expired, went to another worker, or never existed
+    │   └── TaskFinished         the task already reached a final state
+    ├── PayloadTooLarge          a body over the configured limit (413)
+    └── Unavailable              Redis or blob storage failed (503)
+    SettingsError(ValueError)    a bad INFERBOX_* setting, raised at start-up
+
+Each error carries a stable ``code`` (the ``error`` field of the JSON error body) and a message
+meant for the caller. The HTTP layer maps classes to status codes; this module knows no HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BrokerError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+
+class InvalidRequest(BrokerError):
+    code = "bad_request"
+
+
+class InvalidQueue(InvalidRequest):
+    code = "invalid_queue"
+
+
+class InvalidOption(InvalidRequest):
+    code = "invalid_option"
+
+
+class AuthError(BrokerError):
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    code = "forbidden"
+
+
+class TaskNotFound(BrokerError):
+    code = "not_found"
+
+
+class Conflict(BrokerError):
+    code = "conflict"
+
+
+class LeaseLost(Conflict):
+    code = "lease_lost"
+
+
+class TaskFinished(Conflict):
+    code = "task_finished"
+
+
+class PayloadTooLarge(BrokerError):
+    code = "payload_too_large"
+
+
+class Unavailable(BrokerError):
+    code = "unavailable"
+
+
+class SettingsError(ValueError):
+    """A bad ``INFERBOX_*`` setting; raised once, at start-up."""

@@ -1,0 +1,204 @@
+"""The inference mailbox: payloads into the inbox, results into the outbox, state in the queue.
+
+:class:`Mailbox` joins the three parts a request touches: blob storage (the bytes), the
+:class:`~broker.queue.TaskQueue` (the state) and the :class:`~broker.notify.Notifier` (waking
+long-polls). It knows no HTTP: the blueprints translate requests into these calls.
+
+Ordering rules that keep a task whole:
+
+- submit writes the payload blob first and indexes the task after, deleting the blob if indexing
+  fails, so the index never names a missing payload;
+- each attempt writes its result to its own blob (``outbox/<task_id>/<lease_id>``) before the
+  state machine accepts it, so a refused late result is deleted without touching the live one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from storage import Blob, BlobNotFound, BlobStore, StorageError
+
+from . import keys as K
+from .errors import LeaseLost, TaskFinished, TaskNotFound, Unavailable
+from .notify import Notifier
+from .queue import NewTask, TaskQueue
+from .task import Lease, Task, iso, new_task_id
+
+log = logging.getLogger("inferbox.broker")
+
+MAX_ERROR_CHARS = 8_000
+
+
+@contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except BlobNotFound:
+        raise
+    except StorageError as exc:
+        raise Unavailable(f"blob storage failed to {action}: {exc}") from exc
+
+
+class Mailbox:
+    def __init__(
+        self, queue: TaskQueue, store: BlobStore, notifier: Notifier, *,
+        recheck: float = K.RECHECK_INTERVAL,
+    ) -> None:  # fmt: skip
+        self.queue = queue
+        self.store = store
+        self.notifier = notifier
+        self.recheck = recheck
+
+    # -- clients --------------------------------------------------------------------------------
+
+    def submit(
+        self, body: BinaryIO, *, content_type: str, queue: str, owner: str, priority: int,
+        max_attempts: int, ttl: int, idempotency_key: str | None = None,
+    ) -> tuple[Task, bool]:  # fmt: skip
+        """Store the payload and queue the task; returns (task, created)."""
+        if idempotency_key:
+            existing = self.queue.find_replay(owner, idempotency_key)
+            if existing:
+                return self.queue.get(existing), False
+        task_id = new_task_id()
+        key = K.payload_key(task_id)
+        metadata = {
+            "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
+            "max_attempts": str(max_attempts), "ttl": str(ttl), "created_at": iso(time.time()) or "",
+        }  # fmt: skip
+        with _storage_errors("store the payload"):
+            info = self.store.put(key, body, content_type=content_type, metadata=metadata)
+        new = NewTask(queue=queue, owner=owner, content_type=content_type, size=info.size,
+                      priority=priority, max_attempts=max_attempts, ttl=ttl, task_id=task_id)
+        try:
+            submitted = self.queue.submit(new, idempotency_key)
+        except BaseException:
+            self._discard(key)
+            raise
+        if not submitted.created:  # a concurrent submit with the same key won the race
+            self._discard(key)
+        return self.queue.get(submitted.task_id), submitted.created
+
+    def task(self, task_id: str, owner: str | None) -> Task:
+        """The task if ``owner`` may see it (None: any owner). Others' tasks look unknown."""
+        task = self.queue.get(task_id)
+        if owner is not None and task.owner != owner:
+            raise TaskNotFound(f"no task {task_id}")
+        return task
+
+    def wait(self, task_id: str, owner: str | None, seconds: float) -> Task:
+        """The task once final, or as it stands after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            task = self.task(task_id, owner)
+            remaining = deadline - time.monotonic()
+            if task.is_final or remaining <= 0:
+                return task
+            self.notifier.wait([f"done:{task_id}"], min(self.recheck, remaining))
+
+    def open_result(self, task: Task) -> Blob:
+        with _storage_errors("read the result"):
+            try:
+                return self.store.get(task.result_key)
+            except BlobNotFound as exc:
+                raise Unavailable(f"the result of task {task.id} is missing from storage") from exc
+
+    def cancel(self, task_id: str, owner: str | None) -> Task:
+        self.task(task_id, owner)
+        return self.queue.cancel(task_id)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def take(
+        self, queues: Sequence[str], *, max_tasks: int, lease_seconds: int, worker_id: str,
+        wait: float,
+    ) -> list[tuple[Lease, Blob]]:  # fmt: skip
+        """Lease up to ``max_tasks`` tasks, waiting up to ``wait`` seconds for the first one."""
+        deadline = time.monotonic() + wait
+        topics = [f"queued:{name}" for name in queues]
+        while True:
+            leases = self.queue.take(
+                queues, max_tasks=max_tasks, lease_seconds=lease_seconds, worker_id=worker_id
+            )
+            taken = self._open_payloads(leases)
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0:
+                return taken
+            self.notifier.wait(topics, min(self.recheck, remaining))
+
+    def _open_payloads(self, leases: list[Lease]) -> list[tuple[Lease, Blob]]:
+        opened: list[tuple[Lease, Blob]] = []
+        try:
+            for lease in leases:
+                try:
+                    with _storage_errors("read a payload"):
+                        opened.append((lease, self.store.get(K.payload_key(lease.task_id))))
+                except BlobNotFound:
+                    log.error("task %s has no payload blob; failing it", lease.task_id)
+                    self.queue.fail(lease.task_id, lease.lease_id,
+                                    "payload missing from storage", retryable=False)  # fmt: skip
+        except Unavailable:
+            for _, blob in opened:  # the leases lapse and the tasks come back
+                blob.close()
+            raise
+        return opened
+
+    def heartbeat(
+        self, task_id: str, lease_id: str, progress: tuple[float, str] | None
+    ) -> tuple[float, bool]:
+        return self.queue.heartbeat(task_id, lease_id, progress)
+
+    def complete(
+        self, task_id: str, lease_id: str, body: BinaryIO, *, content_type: str,
+        model_version: str = "",
+    ) -> Task:  # fmt: skip
+        """Store the attempt's result and finish the task. Posting twice is harmless."""
+        task = self.queue.get(task_id)
+        if task.lease_id != lease_id:
+            raise LeaseLost(f"task {task_id} is not held by this lease (it is {task.status})")
+        if task.status == K.SUCCEEDED:
+            return task
+        if task.status != K.RUNNING:
+            raise TaskFinished(f"task {task_id} is already {task.status}", status=task.status)
+        key = K.result_key(task_id, lease_id)
+        metadata = {
+            "task_id": task_id, "queue": task.queue, "owner": task.owner, "lease_id": lease_id,
+            "attempt": str(task.attempts), "worker_id": task.worker_id[:200],
+            "model_version": model_version, "finished_at": iso(time.time()) or "",
+        }  # fmt: skip
+        with _storage_errors("store the result"):
+            info = self.store.put(key, body, content_type=content_type, metadata=metadata)
+        try:
+            self.queue.complete(task_id, lease_id, result_key=key, content_type=content_type,
+                                size=info.size, model_version=model_version)  # fmt: skip
+        except (LeaseLost, TaskFinished):
+            self._discard(key)  # our own attempt's blob: the live result is elsewhere
+            raise
+        return self.queue.get(task_id)
+
+    def fail(self, task_id: str, lease_id: str, error: str, *, retryable: bool) -> Task:
+        self.queue.fail(task_id, lease_id, error[:MAX_ERROR_CHARS], retryable=retryable)
+        return self.queue.get(task_id)
+
+    # -- operators ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, str]:
+        """{"redis": "ok" | error, "storage": "ok" | error}."""
+        report = {}
+        for name, check in (("redis", self.queue.ping), ("storage", self.store.ping)):
+            try:
+                check()
+                report[name] = "ok"
+            except (Unavailable, StorageError) as exc:
+                report[name] = str(exc)
+        return report
+
+    def _discard(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except StorageError as exc:
+            log.warning("could not delete orphan blob %s: %s", key, exc)

@@ -1,0 +1,78 @@
+"""Wake long-polls the moment something happens, with one Redis connection per process.
+
+The state machine publishes ``queued:<queue>`` and ``done:<task_id>`` on one pub/sub channel from
+inside its scripts. A :class:`Notifier` runs one listener thread per broker process that fans each
+message out to the threads waiting on it, so a thousand waiting requests hold one subscription,
+not a thousand blocked connections. Pub/sub is not durable, so waiters also re-read the state at
+least every ``RECHECK_INTERVAL`` seconds: a lost message costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+
+import redis
+
+log = logging.getLogger("inferbox.broker")
+
+
+class Notifier:
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self._redis = client
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def wait(self, topics: Iterable[str], timeout: float) -> bool:
+        """Block until one of ``topics`` is published or ``timeout`` passes; True if woken."""
+        self._ensure_listening()
+        event = threading.Event()
+        topics = list(topics)
+        with self._lock:
+            for topic in topics:
+                self._waiters[topic].add(event)
+        try:
+            return event.wait(timeout)
+        finally:
+            with self._lock:
+                for topic in topics:
+                    self._waiters[topic].discard(event)
+                    if not self._waiters[topic]:
+                        del self._waiters[topic]
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _ensure_listening(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._listen, name="inferbox-notifier", daemon=True
+                )
+                self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._closed.is_set():
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._channel)
+                while not self._closed.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message["data"].decode())
+            except redis.RedisError as exc:  # waiters fall back to re-checking; retry soon
+                log.warning("pub/sub listener lost Redis (%s); reconnecting", exc)
+                self._closed.wait(1.0)
+
+    def _dispatch(self, topic: str) -> None:
+        with self._lock:
+            events = list(self._waiters.get(topic, ()))
+        for event in events:
+            event.set()

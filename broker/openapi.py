@@ -1,0 +1,251 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``; docs/api.md is its prose twin.
+
+``tests/unit/test_openapi.py`` keeps it honest: the spec validates, and its paths and methods are
+exactly the routes the app registers.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from . import keys as K
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema_name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref(schema_name)}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+def _binary(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": where, "schema": schema, "description": description,
+            "required": where == "path"}  # fmt: skip
+
+
+def _string_header(description: str) -> dict[str, Any]:
+    return {"schema": {"type": "string"}, "description": description}
+
+
+TASK_ID = _param("task_id", "path", {"type": "string"}, "the task id")
+AUTH_ERRORS = {"401": _error("missing or unknown token"), "403": _error("wrong role")}
+LEASE_HEADERS = {
+    "X-Inferbox-Task-Id": _string_header("task id"),
+    "X-Inferbox-Lease-Id": _string_header("lease id, sent back with heartbeats and the result"),
+    "X-Inferbox-Lease-Deadline": _string_header("when the lease ends (ISO 8601)"),
+    "X-Inferbox-Queue": _string_header("the task's queue"),
+    "X-Inferbox-Attempt": _string_header("attempt number, from 1"),
+}
+
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error", "message"],
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Progress": {
+        "type": ["object", "null"],
+        "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                       "message": {"type": "string"}},
+    },
+    "Task": {
+        "type": "object",
+        "required": ["task_id", "status", "queue", "attempts", "max_attempts", "created_at"],
+        "properties": {
+            "task_id": {"type": "string"},
+            "status": {"enum": ["queued", "running", "succeeded", "failed", "canceled",
+                                "expired"]},
+            "queue": {"type": "string"},
+            "priority": {"type": "integer", "minimum": 0, "maximum": K.MAX_PRIORITY},
+            "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME, "expires_at": NULLABLE_TIME,
+            "worker_id": {"type": ["string", "null"]},
+            "model_version": {"type": ["string", "null"]},
+            "progress": _ref("Progress"),
+            "error": {"type": ["string", "null"]},
+            "content_type": {"type": "string"}, "size": {"type": "integer"},
+            "result_content_type": {"type": ["string", "null"]},
+            "result_size": {"type": ["integer", "null"]},
+        },
+    },
+    "Heartbeat": {
+        "type": "object",
+        "properties": {"lease_id": {"type": "string"}, "progress": _ref("Progress")},
+    },
+    "HeartbeatAnswer": {
+        "type": "object", "required": ["canceled"],
+        "properties": {"lease_deadline": NULLABLE_TIME, "canceled": {"type": "boolean"}},
+    },
+    "ErrorDocument": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "string"}, "traceback": {"type": "string"},
+                       "retryable": {"type": "boolean", "default": True}},
+    },
+    "TakeOptions": {
+        "type": "object",
+        "properties": {
+            "queue": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "max_tasks": {"type": "integer", "minimum": 1, "maximum": K.MAX_TASKS_PER_TAKE},
+            "wait": {"type": "number", "minimum": 0},
+            "lease": {"type": "integer", "minimum": 1, "maximum": K.MAX_LEASE},
+            "worker_id": {"type": "string", "maxLength": 128},
+        },
+    },
+    "Queues": {
+        "type": "object",
+        "properties": {"queues": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "depth": {"type": "integer"},
+                           "in_flight": {"type": "integer"},
+                           "oldest_age_seconds": {"type": ["number", "null"]}},
+        }}},
+    },
+    "Health": {
+        "type": "object",
+        "properties": {"status": {"type": "string"}, "redis": {"type": "string"},
+                       "storage": {"type": "string"}},
+    },
+}  # fmt: skip
+
+
+def _predict() -> dict[str, Any]:
+    integer = {"type": "integer"}
+    return {"post": {
+        "summary": "Submit a task: the body is the payload, with its Content-Type",
+        "parameters": [
+            _param("queue", "query", {"type": "string"}, "queue (model) name, default 'default'"),
+            _param("priority", "query", {**integer, "minimum": 0, "maximum": 9}, "0-9, higher first"),
+            _param("max_attempts", "query", {**integer, "minimum": 1, "maximum": 100}, "attempts"),
+            _param("ttl", "query", {**integer, "minimum": 1}, "seconds it may wait queued"),
+            _param("Idempotency-Key", "header", {"type": "string"}, "same key, same task"),
+        ],
+        "requestBody": {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {
+            "202": _json("Task", "queued (or replayed for a known Idempotency-Key)"),
+            "400": _error("bad option or queue name"), **AUTH_ERRORS,
+            "413": _error("payload over the limit"), "503": _error("Redis or storage failed"),
+        },
+    }}  # fmt: skip
+
+
+def _getresult() -> dict[str, Any]:
+    return {"get": {
+        "summary": "The result bytes once succeeded; otherwise the status document",
+        "parameters": [TASK_ID, _param("wait", "query", {"type": "number", "minimum": 0},
+                                       "long-poll up to this many seconds")],
+        "responses": {
+            "200": _binary("the result, with the worker's Content-Type", {
+                "X-Inferbox-Task-Id": _string_header("task id"),
+                "X-Inferbox-Model-Version": _string_header("the worker's model version")}),
+            "202": _json("Task", "still queued or running"),
+            "400": _error("bad wait"), **AUTH_ERRORS,
+            "404": _error("unknown task"), "409": _json("Task", "canceled"),
+            "410": _json("Task", "expired"), "424": _json("Task", "failed"),
+            "503": _error("Redis or storage failed"),
+        },
+    }}  # fmt: skip
+
+
+def _task_ops() -> dict[str, Any]:
+    status = {"get": {
+        "summary": "The status document", "parameters": [TASK_ID],
+        "responses": {"200": _json("Task", "the task"), **AUTH_ERRORS,
+                      "404": _error("unknown task")},
+    }}
+    cancel = {"post": {
+        "summary": "Cancel a queued or running task", "parameters": [TASK_ID],
+        "responses": {"200": _json("Task", "canceled"), **AUTH_ERRORS,
+                      "404": _error("unknown task"), "409": _error("already final")},
+    }}
+    heartbeat = {"post": {
+        "summary": "Extend the lease; report progress; learn of a cancel", "parameters": [TASK_ID],
+        "requestBody": {"content": {JSON: {"schema": _ref("Heartbeat")}}},
+        "responses": {"200": _json("HeartbeatAnswer", "lease extended, or canceled: true"),
+                      "400": _error("missing lease id or bad progress"), **AUTH_ERRORS,
+                      "404": _error("unknown task"), "409": _error("lease lost")},
+    }}
+    return {"/tasks/{task_id}": status, "/tasks/{task_id}/cancel": cancel,
+            "/tasks/{task_id}/heartbeat": heartbeat}  # fmt: skip
+
+
+def _worker_ops() -> dict[str, Any]:
+    take = {"post": {
+        "summary": "Take up to max_tasks tasks, long-polling up to wait seconds",
+        "parameters": [_param(name, "query", {"type": "string"}, description) for name, description in (
+            ("queue", "queue name(s), comma-separated"), ("max_tasks", "1-100"),
+            ("wait", "seconds to long-poll"), ("lease", "lease seconds"),
+            ("worker_id", "recorded on the task"))],
+        "requestBody": {"content": {JSON: {"schema": _ref("TakeOptions")}}},
+        "responses": {
+            "200": _binary("one payload with lease headers (max_tasks=1), or multipart/mixed "
+                           "with one part per task", LEASE_HEADERS),
+            "204": {"description": "nothing to do within wait"},
+            "400": _error("bad option"), **AUTH_ERRORS,
+        },
+    }}
+    put = {"post": {
+        "summary": "Post the attempt's result bytes, or an error document",
+        "parameters": [TASK_ID, _param("X-Inferbox-Lease-Id", "header", {"type": "string"},
+                                       "the lease id (or ?lease_id=)"),
+                       _param("X-Inferbox-Model-Version", "header", {"type": "string"},
+                              "stored with the result")],
+        "requestBody": {"content": {
+            "application/vnd.inferbox.error+json": {"schema": _ref("ErrorDocument")},
+            "*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"200": _json("Task", "recorded (or already recorded by this lease)"),
+                      "400": _error("missing lease id or bad error document"), **AUTH_ERRORS,
+                      "404": _error("unknown task"), "409": _error("lease lost or task final"),
+                      "413": _error("result over the limit")},
+    }}
+    return {"/getnexttask": take, "/puttaskresult/{task_id}": put}  # fmt: skip
+
+
+def _operator_ops() -> dict[str, Any]:
+    return {
+        "/healthz": {"get": {"summary": "Liveness and dependencies", "responses": {
+            "200": _json("Health", "healthy"), "503": _json("Health", "Redis or storage down")}}},
+        "/queues": {"get": {"summary": "Per-queue depth, in flight, oldest age", "responses": {
+            "200": _json("Queues", "every queue used so far"), **AUTH_ERRORS}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {
+            "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {}}}}}}},
+    }  # fmt: skip
+
+
+@cache
+def spec() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("inferbox")
+    except PackageNotFoundError:
+        release = "0+unknown"
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "inferbox broker", "version": release,
+                 "description": "Submit payloads, let pull-based workers run the model, fetch "
+                                "results by id. Prose reference: docs/api.md."},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {"/predict": _predict(), "/getresult/{task_id}": _getresult(), **_task_ops(),
+                  **_worker_ops(), **_operator_ops()},
+    }  # fmt: skip

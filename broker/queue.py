@@ -1,0 +1,209 @@
+"""The task state machine: submit, take, heartbeat, complete, fail, cancel, settle and reap.
+
+This module is the only place task state changes. It speaks to Redis and to nothing else: no HTTP,
+no blob storage. Every transition is one Lua script (``broker/scripts/``), so it is atomic: two
+brokers or two workers racing can never lease one task twice, lose a task or bring a final task
+back. Time comes from the ``clock`` the queue is built with, so tests can move it.
+
+A lease is the right to finish one attempt of one task. Only the holder of the current lease id
+can complete or fail the attempt, and only while the task is running; an expired lease is reaped
+by the next take (or status read), which sends the task back to its queue or, once
+``max_attempts`` are spent, ends it ``failed``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis
+
+from . import keys as K
+from .errors import LeaseLost, TaskFinished, TaskNotFound, Unavailable
+from .task import Lease, QueueStats, Task, new_task_id
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What a submit asks for; validated by the caller (see ``broker.options``)."""
+
+    queue: str
+    owner: str
+    content_type: str
+    size: int
+    priority: int = K.DEFAULT_PRIORITY
+    max_attempts: int = K.DEFAULT_MAX_ATTEMPTS
+    ttl: int = K.DEFAULT_TTL
+    task_id: str = field(default_factory=new_task_id)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task_id: str
+    created: bool  # False: an idempotency key named an existing task
+
+
+class _Scripts:
+    """The Lua scripts, each prefixed with ``common.lua`` and registered once (called by SHA)."""
+
+    NAMES = ("submit", "take", "heartbeat", "complete", "fail", "cancel", "settle", "reap", "stats")
+
+    def __init__(self, client: redis.Redis) -> None:
+        folder = resources.files("broker") / "scripts"
+        common = (folder / "common.lua").read_text()
+        for name in self.NAMES:
+            source = common + "\n" + (folder / f"{name}.lua").read_text()
+            setattr(self, name, client.register_script(source))
+
+
+class TaskQueue:
+    """Task state in Redis. Thread-safe; one per process is enough."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = K.DEFAULT_PREFIX,
+        clock: Callable[[], float] = time.time,
+        idempotency_ttl: int = K.IDEMPOTENCY_TTL,
+    ) -> None:
+        self.redis = client
+        self.keys = K.Keys(prefix)
+        self.clock = clock
+        self.idempotency_ttl = idempotency_ttl
+        self._scripts = _Scripts(client)
+
+    def _run(self, name: str, *args: Any) -> Any:
+        script = getattr(self._scripts, name)
+        try:
+            return script(args=[self.keys.prefix, f"{self.clock():.3f}", *args])
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed during {name}: {exc}") from exc
+
+    # -- clients --------------------------------------------------------------------------------
+
+    def submit(self, new: NewTask, idempotency_key: str | None = None) -> Submitted:
+        """Queue a task, or return the one ``idempotency_key`` (scoped to the owner) names."""
+        idem = self.keys.idempotency(new.owner, idempotency_key) if idempotency_key else ""
+        now = self.clock()
+        fields = {
+            "id": new.task_id, "queue": new.queue, "owner": new.owner,
+            "priority": new.priority, "max_attempts": new.max_attempts, "ttl": new.ttl,
+            "expires_at": f"{now + new.ttl:.3f}", "content_type": new.content_type,
+            "size": new.size, "payload_key": K.payload_key(new.task_id),
+        }  # fmt: skip
+        flat = [str(part) for pair in fields.items() for part in pair]
+        outcome, task_id = self._run(
+            "submit", new.task_id, new.queue, new.priority, idem, self.idempotency_ttl, *flat
+        )
+        return Submitted(task_id.decode(), created=outcome == b"created")
+
+    def find_replay(self, owner: str, idempotency_key: str) -> str | None:
+        """The task id an idempotency key already names, if any (a read-only pre-check)."""
+        try:
+            found = self.redis.get(self.keys.idempotency(owner, idempotency_key))
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+        return found.decode() if found else None
+
+    def get(self, task_id: str) -> Task:
+        """The task, with any lapsed lease or ttl settled first. Raises TaskNotFound."""
+        task = self._read(task_id)
+        if task.is_overdue(self.clock()):
+            self._run("settle", task_id)
+            task = self._read(task_id)
+        return task
+
+    def _read(self, task_id: str) -> Task:
+        try:
+            raw = self.redis.hgetall(self.keys.task(task_id))
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+        if not raw:
+            raise TaskNotFound(f"no task {task_id}")
+        return Task.from_redis(raw)
+
+    def cancel(self, task_id: str) -> Task:
+        """Cancel a queued or running task. Raises TaskFinished if it already ended otherwise."""
+        outcome, *rest = self._run("cancel", task_id)
+        self._check(outcome, rest, task_id)
+        return self._read(task_id)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def take(
+        self, queues: Sequence[str], *, max_tasks: int, lease_seconds: int, worker_id: str
+    ) -> list[Lease]:
+        """Lease up to ``max_tasks`` queued tasks, trying ``queues`` in order."""
+        lease_ids = [secrets.token_urlsafe(12) for _ in range(max_tasks)]
+        rows = self._run(
+            "take", lease_seconds, max_tasks, worker_id, K.REAP_BATCH, len(queues), *queues,
+            *lease_ids,
+        )
+        return [Lease.from_row(row) for row in rows]
+
+    def heartbeat(
+        self, task_id: str, lease_id: str, progress: tuple[float, str] | None = None
+    ) -> tuple[float, bool]:
+        """Extend the lease by its length; returns (new deadline, canceled)."""
+        fraction, message = (f"{progress[0]:.4f}", progress[1]) if progress else ("", "")
+        outcome, *rest = self._run("heartbeat", task_id, lease_id, fraction, message)
+        if outcome == b"canceled":
+            return 0.0, True
+        self._check(outcome, rest, task_id)
+        return float(rest[0]), False
+
+    def complete(
+        self, task_id: str, lease_id: str, *, result_key: str, content_type: str, size: int,
+        model_version: str = "",
+    ) -> bool:
+        """Record the attempt's result. Returns False when this lease already recorded one."""
+        outcome, *rest = self._run(
+            "complete", task_id, lease_id, result_key, content_type, size, model_version
+        )
+        if outcome == b"duplicate":
+            return False
+        self._check(outcome, rest, task_id)
+        return True
+
+    def fail(self, task_id: str, lease_id: str, error: str, *, retryable: bool = True) -> str:
+        """Fail the attempt; returns the task's new status (``queued`` or ``failed``)."""
+        outcome, *rest = self._run("fail", task_id, lease_id, error, "1" if retryable else "0")
+        if outcome == b"duplicate":
+            return K.FAILED
+        self._check(outcome, rest, task_id)
+        return rest[0].decode()
+
+    def reap(self, limit: int = K.REAP_BATCH) -> int:
+        """Settle up to ``limit`` expired leases now (takes do this by themselves)."""
+        return int(self._run("reap", limit))
+
+    # -- operators ------------------------------------------------------------------------------
+
+    def stats(self) -> list[QueueStats]:
+        now = self.clock()
+        rows = self._run("stats")
+        return sorted((QueueStats.from_row(row, now) for row in rows), key=lambda s: s.name)
+
+    def ping(self) -> None:
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis does not answer: {exc}") from exc
+
+    @staticmethod
+    def _check(outcome: bytes, rest: Iterable[bytes], task_id: str) -> None:
+        status = next(iter(rest), b"").decode()
+        if outcome == b"not_found":
+            raise TaskNotFound(f"no task {task_id}")
+        if outcome == b"lease_lost":
+            raise LeaseLost(
+                f"task {task_id} is not held by this lease (it is {status}): the lease expired "
+                "or belongs to another attempt", status=status,
+            )
+        if outcome == b"finished":
+            raise TaskFinished(f"task {task_id} is already {status}", status=status)

@@ -1,0 +1,14 @@
+-- Record a result for the attempt holding the lease. ARGV: prefix, now, task id, lease id,
+-- result key, result content type, result size, model version.
+local id, lease_id = ARGV[3], ARGV[4]
+local tk = task_key(id)
+local t = redis.call('HMGET', tk, 'status', 'lease_id', 'queue')
+if not t[1] then return {'not_found'} end
+if t[2] ~= lease_id then return {'lease_lost', t[1]} end
+if t[1] == 'succeeded' then return {'duplicate', t[1]} end
+if t[1] ~= 'running' then return {'finished', t[1]} end
+redis.call('ZREM', running_key(t[3]), id)
+redis.call('HSET', tk, 'result_key', ARGV[5], 'result_content_type', ARGV[6], 'result_size', ARGV[7],
+           'model_version', ARGV[8], 'error', '')
+finish(tk, id, 'succeeded', nil)
+return {'ok', 'succeeded'}

@@ -1,0 +1,130 @@
+"""Broker settings, parsed once at the entry point from ``INFERBOX_*`` environment variables.
+
+Nothing reads the environment at import time: ``inferbox-broker`` calls
+:meth:`Settings.from_env` once and hands the result to :func:`broker.create_app`; tests build
+``Settings(...)`` directly.
+
+=============================  ==========================================================
+variable                       meaning (default)
+=============================  ==========================================================
+INFERBOX_REDIS_URL             ``redis://host:6379/0``; unset: embedded in-process Redis
+INFERBOX_REDIS_PREFIX          key prefix (``inferbox``)
+INFERBOX_STORAGE_URL           ``file:///abs/path``, ``s3://bucket/prefix``, ``memory://``
+                               (``file:`` + ``./inferbox-data`` of the start directory)
+INFERBOX_CLIENT_TOKENS         comma-separated client tokens
+INFERBOX_WORKER_TOKENS         comma-separated worker tokens
+INFERBOX_ADMIN_TOKENS          comma-separated admin tokens
+INFERBOX_TOKENS_FILE           a file of ``<role> <token or sha256:hex> [name]`` lines
+INFERBOX_ALLOW_OPEN            ``1``: serve without tokens on a non-loopback address
+INFERBOX_MAX_PAYLOAD_BYTES     body limit of payloads and results (104857600)
+INFERBOX_MAX_WAIT              cap of ``?wait=`` long-polls in seconds (60)
+INFERBOX_DEFAULT_TTL           seconds a task may wait in its queue (86400)
+INFERBOX_DEFAULT_MAX_ATTEMPTS  attempts per task unless the submit says (3)
+INFERBOX_HOST / INFERBOX_PORT  where ``inferbox-broker`` listens (127.0.0.1 / 8000)
+INFERBOX_WORKERS               server processes (1; must be 1 on the embedded Redis)
+INFERBOX_THREADS               threads per process, i.e. concurrent long-polls (64)
+=============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import keys as K
+from .errors import SettingsError
+
+PREFIX = "INFERBOX_"
+
+
+def default_storage_url() -> str:
+    return "file://" + str(Path("inferbox-data").resolve())
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    redis_prefix: str = K.DEFAULT_PREFIX
+    storage_url: str = field(default_factory=default_storage_url)
+    client_tokens: tuple[str, ...] = ()
+    worker_tokens: tuple[str, ...] = ()
+    admin_tokens: tuple[str, ...] = ()
+    tokens_file: Path | None = None
+    allow_open: bool = False
+    max_payload_bytes: int = K.DEFAULT_MAX_PAYLOAD_BYTES
+    max_wait: int = K.DEFAULT_MAX_WAIT
+    default_ttl: int = K.DEFAULT_TTL
+    default_max_attempts: int = K.DEFAULT_MAX_ATTEMPTS
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    threads: int = 64
+
+    @property
+    def embedded(self) -> bool:
+        """True when the broker runs its own in-process Redis (no INFERBOX_REDIS_URL)."""
+        return not self.redis_url
+
+    @property
+    def has_tokens(self) -> bool:
+        tokens = self.client_tokens + self.worker_tokens + self.admin_tokens
+        return bool(tokens) or self.tokens_file is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        tokens_file = env.str("TOKENS_FILE")
+        return cls(
+            redis_url=env.str("REDIS_URL"),
+            redis_prefix=env.str("REDIS_PREFIX") or K.DEFAULT_PREFIX,
+            storage_url=env.str("STORAGE_URL") or default_storage_url(),
+            client_tokens=env.list("CLIENT_TOKENS"),
+            worker_tokens=env.list("WORKER_TOKENS"),
+            admin_tokens=env.list("ADMIN_TOKENS"),
+            tokens_file=Path(tokens_file) if tokens_file else None,
+            allow_open=env.bool("ALLOW_OPEN"),
+            max_payload_bytes=env.int("MAX_PAYLOAD_BYTES", K.DEFAULT_MAX_PAYLOAD_BYTES),
+            max_wait=env.int("MAX_WAIT", K.DEFAULT_MAX_WAIT),
+            default_ttl=env.int("DEFAULT_TTL", K.DEFAULT_TTL, high=K.MAX_TTL),
+            default_max_attempts=env.int(
+                "DEFAULT_MAX_ATTEMPTS", K.DEFAULT_MAX_ATTEMPTS, high=K.MAX_ATTEMPTS_LIMIT
+            ),
+            host=env.str("HOST") or "127.0.0.1",
+            port=env.int("PORT", 8000, low=0, high=65535),
+            workers=env.int("WORKERS", 1),
+            threads=env.int("THREADS", 64),
+        )
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def str(self, name: str) -> str | None:
+        value = self._environ.get(PREFIX + name, "").strip()
+        return value or None
+
+    def list(self, name: str) -> tuple[str, ...]:
+        raw = self.str(name) or ""
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+    def bool(self, name: str) -> bool:
+        raw = (self.str(name) or "0").lower()
+        if raw not in {"0", "1", "true", "false", "yes", "no", "on", "off"}:
+            raise SettingsError(f"{PREFIX}{name} must be a boolean (1/0, true/false), not {raw!r}")
+        return raw in {"1", "true", "yes", "on"}
+
+    def int(self, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name} must be an integer, not {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"{low}..{high}" if high is not None else f">= {low}"
+            raise SettingsError(f"{PREFIX}{name} must be {bounds}, not {value}")
+        return value
