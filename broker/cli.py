@@ -25,7 +25,8 @@ log = logging.getLogger("inferbox.broker")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = _settings(args)
         _check_exposure(settings)
@@ -94,8 +95,8 @@ def _announce(settings: Settings) -> None:
     log.info("inferbox broker on http://%s:%s", settings.host, settings.port)
     log.info("index: %s; storage: %s", redis_text, settings.storage_url)
     if not settings.has_tokens:
-        log.warning("no tokens configured: the broker is OPEN (every caller is admin)%s",
-                    "" if not is_loopback(settings.host) else "; bound to loopback only")  # fmt: skip
+        where = "; bound to loopback only" if is_loopback(settings.host) else ""
+        log.warning("no tokens configured: the broker is OPEN (every caller is admin)%s", where)
 
 
 def serve(settings: Settings, *, access_log: bool = False) -> None:
@@ -109,7 +110,8 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             for key, value in gunicorn_options(settings, access_log=access_log).items():
-                self.cfg.set(key, value)
+                if key in self.cfg.settings:  # older gunicorns lack some settings
+                    self.cfg.set(key, value)
 
         def load(self) -> Any:
             return create_app(settings)  # in each worker process, after the fork
@@ -127,6 +129,7 @@ def gunicorn_options(settings: Settings, *, access_log: bool = False) -> dict[st
         "keepalive": 75,  # workers and SDK clients reuse connections between polls
         "timeout": 60,
         "graceful_timeout": settings.max_wait + 5,  # let waiting long-polls answer on SIGTERM
+        "control_socket_disable": True,  # several brokers on one host must not share one
     }
     if access_log:
         options["accesslog"] = "-"

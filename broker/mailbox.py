@@ -18,12 +18,12 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import IO
 
-from storage import Blob, BlobNotFound, BlobStore, StorageError
+from storage import Blob, BlobNotFound, BlobStore, InvalidKey, InvalidMetadata, StorageError
 
 from . import keys as K
-from .errors import LeaseLost, TaskFinished, TaskNotFound, Unavailable
+from .errors import InvalidRequest, LeaseLost, TaskFinished, TaskNotFound, Unavailable
 from .notify import Notifier
 from .queue import NewTask, TaskQueue
 from .task import Lease, Task, iso, new_task_id
@@ -39,6 +39,8 @@ def _storage_errors(action: str) -> Iterator[None]:
         yield
     except BlobNotFound:
         raise
+    except (InvalidKey, InvalidMetadata) as exc:  # checked before any byte is read or written
+        raise InvalidRequest(f"cannot {action}: {exc}") from exc
     except StorageError as exc:
         raise Unavailable(f"blob storage failed to {action}: {exc}") from exc
 
@@ -56,7 +58,7 @@ class Mailbox:
     # -- clients --------------------------------------------------------------------------------
 
     def submit(
-        self, body: BinaryIO, *, content_type: str, queue: str, owner: str, priority: int,
+        self, body: IO[bytes], *, content_type: str, queue: str, owner: str, priority: int,
         max_attempts: int, ttl: int, idempotency_key: str | None = None,
     ) -> tuple[Task, bool]:  # fmt: skip
         """Store the payload and queue the task; returns (task, created)."""
@@ -68,7 +70,8 @@ class Mailbox:
         key = K.payload_key(task_id)
         metadata = {
             "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
-            "max_attempts": str(max_attempts), "ttl": str(ttl), "created_at": iso(time.time()) or "",
+            "max_attempts": str(max_attempts), "ttl": str(ttl),
+            "created_at": iso(time.time()) or "",
         }  # fmt: skip
         with _storage_errors("store the payload"):
             info = self.store.put(key, body, content_type=content_type, metadata=metadata)
@@ -93,12 +96,14 @@ class Mailbox:
     def wait(self, task_id: str, owner: str | None, seconds: float) -> Task:
         """The task once final, or as it stands after ``seconds``."""
         deadline = time.monotonic() + seconds
-        while True:
-            task = self.task(task_id, owner)
-            remaining = deadline - time.monotonic()
-            if task.is_final or remaining <= 0:
-                return task
-            self.notifier.wait([f"done:{task_id}"], min(self.recheck, remaining))
+        with self.notifier.listen([f"done:{task_id}"]) as woken:
+            while True:
+                woken.clear()
+                task = self.task(task_id, owner)
+                remaining = deadline - time.monotonic()
+                if task.is_final or remaining <= 0:
+                    return task
+                woken.wait(min(self.recheck, remaining))
 
     def open_result(self, task: Task) -> Blob:
         with _storage_errors("read the result"):
@@ -119,16 +124,17 @@ class Mailbox:
     ) -> list[tuple[Lease, Blob]]:  # fmt: skip
         """Lease up to ``max_tasks`` tasks, waiting up to ``wait`` seconds for the first one."""
         deadline = time.monotonic() + wait
-        topics = [f"queued:{name}" for name in queues]
-        while True:
-            leases = self.queue.take(
-                queues, max_tasks=max_tasks, lease_seconds=lease_seconds, worker_id=worker_id
-            )
-            taken = self._open_payloads(leases)
-            remaining = deadline - time.monotonic()
-            if taken or remaining <= 0:
-                return taken
-            self.notifier.wait(topics, min(self.recheck, remaining))
+        with self.notifier.listen(f"queued:{name}" for name in queues) as woken:
+            while True:
+                woken.clear()
+                leases = self.queue.take(
+                    queues, max_tasks=max_tasks, lease_seconds=lease_seconds, worker_id=worker_id
+                )
+                taken = self._open_payloads(leases)
+                remaining = deadline - time.monotonic()
+                if taken or remaining <= 0:
+                    return taken
+                woken.wait(min(self.recheck, remaining))
 
     def _open_payloads(self, leases: list[Lease]) -> list[tuple[Lease, Blob]]:
         opened: list[tuple[Lease, Blob]] = []
@@ -153,7 +159,7 @@ class Mailbox:
         return self.queue.heartbeat(task_id, lease_id, progress)
 
     def complete(
-        self, task_id: str, lease_id: str, body: BinaryIO, *, content_type: str,
+        self, task_id: str, lease_id: str, body: IO[bytes], *, content_type: str,
         model_version: str = "",
     ) -> Task:  # fmt: skip
         """Store the attempt's result and finish the task. Posting twice is harmless."""

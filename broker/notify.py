@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import redis
 
@@ -28,8 +29,13 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
-    def wait(self, topics: Iterable[str], timeout: float) -> bool:
-        """Block until one of ``topics`` is published or ``timeout`` passes; True if woken."""
+    @contextmanager
+    def listen(self, topics: Iterable[str]) -> Iterator[threading.Event]:
+        """An event set whenever one of ``topics`` is published while the block runs.
+
+        Subscribe first, then check the state, then wait: a message that lands between the
+        check and the wait still wakes the waiter (clear the event before each check).
+        """
         self._ensure_listening()
         event = threading.Event()
         topics = list(topics)
@@ -37,7 +43,7 @@ class Notifier:
             for topic in topics:
                 self._waiters[topic].add(event)
         try:
-            return event.wait(timeout)
+            yield event
         finally:
             with self._lock:
                 for topic in topics:

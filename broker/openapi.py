@@ -103,7 +103,8 @@ SCHEMAS: dict[str, Any] = {
     "TakeOptions": {
         "type": "object",
         "properties": {
-            "queue": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "queue": {"oneOf": [{"type": "string"},
+                                {"type": "array", "items": {"type": "string"}}]},
             "max_tasks": {"type": "integer", "minimum": 1, "maximum": K.MAX_TASKS_PER_TAKE},
             "wait": {"type": "number", "minimum": 0},
             "lease": {"type": "integer", "minimum": 1, "maximum": K.MAX_LEASE},
@@ -133,7 +134,8 @@ def _predict() -> dict[str, Any]:
         "summary": "Submit a task: the body is the payload, with its Content-Type",
         "parameters": [
             _param("queue", "query", {"type": "string"}, "queue (model) name, default 'default'"),
-            _param("priority", "query", {**integer, "minimum": 0, "maximum": 9}, "0-9, higher first"),
+            _param("priority", "query", {**integer, "minimum": 0, "maximum": 9},
+                   "0-9, higher first"),
             _param("max_attempts", "query", {**integer, "minimum": 1, "maximum": 100}, "attempts"),
             _param("ttl", "query", {**integer, "minimum": 1}, "seconds it may wait queued"),
             _param("Idempotency-Key", "header", {"type": "string"}, "same key, same task"),
@@ -190,7 +192,7 @@ def _task_ops() -> dict[str, Any]:
 def _worker_ops() -> dict[str, Any]:
     take = {"post": {
         "summary": "Take up to max_tasks tasks, long-polling up to wait seconds",
-        "parameters": [_param(name, "query", {"type": "string"}, description) for name, description in (
+        "parameters": [_param(name, "query", {"type": "string"}, text) for name, text in (
             ("queue", "queue name(s), comma-separated"), ("max_tasks", "1-100"),
             ("wait", "seconds to long-poll"), ("lease", "lease seconds"),
             ("worker_id", "recorded on the task"))],

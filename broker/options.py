@@ -5,6 +5,7 @@ Everything that reaches a Redis key or a blob key from a request passes through 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -55,9 +56,14 @@ def number(name: str, raw: Any, *, default: float, low: float, high: float) -> f
         value = float(raw)
     except (TypeError, ValueError):
         raise InvalidOption(f"{name} must be a number, not {raw!r}") from None
-    if not low <= value <= high:  # also rejects NaN
+    if not math.isfinite(value) or not low <= value <= high:
         raise InvalidOption(f"{name} must be between {low} and {high}, not {raw!r}")
     return value
+
+
+def wait_seconds(raw: Any, cap: float) -> float:
+    """A long-poll length: 0 when absent, never negative, longer asks clamped to ``cap``."""
+    return min(number("wait", raw, default=0.0, low=0.0, high=float("inf")), cap)
 
 
 def text(name: str, raw: Any, *, default: str = "", max_length: int = 255) -> str:

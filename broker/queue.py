@@ -108,7 +108,7 @@ class TaskQueue:
             found = self.redis.get(self.keys.idempotency(owner, idempotency_key))
         except redis.RedisError as exc:
             raise Unavailable(f"Redis failed: {exc}") from exc
-        return found.decode() if found else None
+        return found.decode() if isinstance(found, bytes) else None
 
     def get(self, task_id: str) -> Task:
         """The task, with any lapsed lease or ttl settled first. Raises TaskNotFound."""
@@ -125,7 +125,7 @@ class TaskQueue:
             raise Unavailable(f"Redis failed: {exc}") from exc
         if not raw:
             raise TaskNotFound(f"no task {task_id}")
-        return Task.from_redis(raw)
+        return Task.from_redis(raw)  # type: ignore[arg-type]  # bytes: no decode_responses
 
     def cancel(self, task_id: str) -> Task:
         """Cancel a queued or running task. Raises TaskFinished if it already ended otherwise."""

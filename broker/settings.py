@@ -40,7 +40,7 @@ PREFIX = "INFERBOX_"
 
 
 def default_storage_url() -> str:
-    return "file://" + str(Path("inferbox-data").resolve())
+    return Path("inferbox-data").resolve().as_uri()
 
 
 @dataclass(frozen=True)
@@ -75,26 +75,26 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
-        tokens_file = env.str("TOKENS_FILE")
+        tokens_file = env.text("TOKENS_FILE")
         return cls(
-            redis_url=env.str("REDIS_URL"),
-            redis_prefix=env.str("REDIS_PREFIX") or K.DEFAULT_PREFIX,
-            storage_url=env.str("STORAGE_URL") or default_storage_url(),
-            client_tokens=env.list("CLIENT_TOKENS"),
-            worker_tokens=env.list("WORKER_TOKENS"),
-            admin_tokens=env.list("ADMIN_TOKENS"),
+            redis_url=env.text("REDIS_URL"),
+            redis_prefix=env.text("REDIS_PREFIX") or K.DEFAULT_PREFIX,
+            storage_url=env.text("STORAGE_URL") or default_storage_url(),
+            client_tokens=env.items("CLIENT_TOKENS"),
+            worker_tokens=env.items("WORKER_TOKENS"),
+            admin_tokens=env.items("ADMIN_TOKENS"),
             tokens_file=Path(tokens_file) if tokens_file else None,
-            allow_open=env.bool("ALLOW_OPEN"),
-            max_payload_bytes=env.int("MAX_PAYLOAD_BYTES", K.DEFAULT_MAX_PAYLOAD_BYTES),
-            max_wait=env.int("MAX_WAIT", K.DEFAULT_MAX_WAIT),
-            default_ttl=env.int("DEFAULT_TTL", K.DEFAULT_TTL, high=K.MAX_TTL),
-            default_max_attempts=env.int(
+            allow_open=env.flag("ALLOW_OPEN"),
+            max_payload_bytes=env.number("MAX_PAYLOAD_BYTES", K.DEFAULT_MAX_PAYLOAD_BYTES),
+            max_wait=env.number("MAX_WAIT", K.DEFAULT_MAX_WAIT),
+            default_ttl=env.number("DEFAULT_TTL", K.DEFAULT_TTL, high=K.MAX_TTL),
+            default_max_attempts=env.number(
                 "DEFAULT_MAX_ATTEMPTS", K.DEFAULT_MAX_ATTEMPTS, high=K.MAX_ATTEMPTS_LIMIT
             ),
-            host=env.str("HOST") or "127.0.0.1",
-            port=env.int("PORT", 8000, low=0, high=65535),
-            workers=env.int("WORKERS", 1),
-            threads=env.int("THREADS", 64),
+            host=env.text("HOST") or "127.0.0.1",
+            port=env.number("PORT", 8000, low=0, high=65535),
+            workers=env.number("WORKERS", 1),
+            threads=env.number("THREADS", 64),
         )
 
 
@@ -102,22 +102,22 @@ class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         value = self._environ.get(PREFIX + name, "").strip()
         return value or None
 
-    def list(self, name: str) -> tuple[str, ...]:
-        raw = self.str(name) or ""
+    def items(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name) or ""
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
-    def bool(self, name: str) -> bool:
-        raw = (self.str(name) or "0").lower()
+    def flag(self, name: str) -> bool:
+        raw = (self.text(name) or "0").lower()
         if raw not in {"0", "1", "true", "false", "yes", "no", "on", "off"}:
             raise SettingsError(f"{PREFIX}{name} must be a boolean (1/0, true/false), not {raw!r}")
         return raw in {"1", "true", "yes", "on"}
 
-    def int(self, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
-        raw = self.str(name)
+    def number(self, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
+        raw = self.text(name)
         if raw is None:
             return default
         try:

@@ -31,8 +31,7 @@ def getnexttask() -> Response:
     queues = options.queue_names(option("queue", None, body) or K.DEFAULT_QUEUE)
     max_tasks = options.integer("max_tasks", option("max_tasks", None, body), default=1, low=1,
                                 high=K.MAX_TASKS_PER_TAKE)  # fmt: skip
-    wait = options.number("wait", option("wait", None, body), default=0.0, low=0.0,
-                          high=float(box().settings.max_wait))  # fmt: skip
+    wait = options.wait_seconds(option("wait", None, body), box().settings.max_wait)
     lease = options.integer("lease", option("lease", None, body), default=K.DEFAULT_LEASE, low=1,
                             high=K.MAX_LEASE)  # fmt: skip
     worker_id = options.text(
@@ -72,11 +71,12 @@ def _multipart(taken: list[tuple[Lease, Blob]]) -> Response:
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         heads.append(f"--{boundary}\r\n{lines}\r\n".encode())
     closing = f"--{boundary}--\r\n".encode()
-    length = sum(len(h) + blob.info.size + 2 for h, (_, blob) in zip(heads, taken)) + len(closing)
+    parts = list(zip(heads, taken, strict=True))
+    length = sum(len(head) + blob.info.size + 2 for head, (_, blob) in parts) + len(closing)
 
     def body() -> Iterator[bytes]:
         try:
-            for head, (_, blob) in zip(heads, taken):
+            for head, (_, blob) in parts:
                 yield head
                 yield from blob.iter_chunks()
                 yield b"\r\n"

@@ -51,8 +51,7 @@ def status(task_id: str) -> Response:
 @bp.get("/getresult/<task_id>")
 def getresult(task_id: str) -> Response:
     principal = authorize(CLIENT)
-    wait = options.number("wait", request.args.get("wait"), default=0.0, low=0.0,
-                          high=float(box().settings.max_wait))  # fmt: skip
+    wait = options.wait_seconds(request.args.get("wait"), box().settings.max_wait)
     task = mailbox().wait(options.task_id(task_id), owner_filter(principal), wait)
     if task.status == K.SUCCEEDED:
         return _result_response(task)

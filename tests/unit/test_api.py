@@ -118,7 +118,7 @@ def test_several_tasks_come_as_multipart_with_binary_bodies(http):
     assert raw.endswith(b"--" + boundary + b"--\r\n")
     parts = raw[: -len(boundary) - 6].split(b"--" + boundary + b"\r\n")[1:]
     assert len(parts) == 3
-    for part, task_id, body in zip(parts, ids, bodies):
+    for part, task_id, body in zip(parts, ids, bodies, strict=True):
         head, _, rest = part.partition(b"\r\n\r\n")
         assert f"X-Inferbox-Task-Id: {task_id}".encode() in head
         assert rest[:-2] == body and rest.endswith(b"\r\n")
@@ -290,7 +290,8 @@ def test_bad_take_options(http):
     assert_error(http.post("/getnexttask", headers=WORKER, json={"max_tasks": 0}), 400,
                  "invalid_option")  # fmt: skip
     assert_error(http.post("/getnexttask?wait=nan", headers=WORKER), 400, "invalid_option")
-    assert_error(http.post("/getnexttask?wait=61", headers=WORKER), 400, "invalid_option")
+    assert_error(http.post("/getnexttask?wait=-1", headers=WORKER), 400, "invalid_option")
+    assert_error(http.post("/getnexttask?wait=inf", headers=WORKER), 400, "invalid_option")
     assert_error(http.post("/getnexttask", headers=WORKER, json={"queue": ["ok", "no/pe"]}),
                  400, "invalid_queue")  # fmt: skip
 
@@ -353,3 +354,10 @@ def test_open_broker_without_tokens(store, clock):
     http = create_app(Settings(storage_url="memory://"), queue=queue, store=store).test_client()
     task_id = http.post("/predict", data=b"x").json["task_id"]
     assert http.post("/getnexttask").headers["X-Inferbox-Task-Id"] == task_id
+
+
+def test_unstorable_content_type_is_400_not_503(http, store):
+    headers = {**CLIENT, "Content-Type": "t/" + "x" * 1100}
+    response = http.post("/predict", data=b"x", headers=headers)
+    assert_error(response, 400, "bad_request")
+    assert list(store.list("")) == []

@@ -1,0 +1,299 @@
+"""The inferbox client: submit payloads to a broker, follow the tasks, fetch their results.
+
+``Client`` holds the connection and does every request; ``Task`` is a handle on one task id
+whose methods hand off to its ``Client``::
+
+    with Client("http://localhost:8000", token="...") as client:
+        task = client.submit({"pixels": [...]}, queue="digits")
+        print(task.result(timeout=30))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from client_sdk.backoff import Backoff
+from client_sdk.codec import decode, encode
+from client_sdk.errors import (
+    BrokerUnavailable,
+    ProtocolError,
+    TaskCanceled,
+    TaskError,
+    TaskExpired,
+    TaskFailed,
+    TaskTimeout,
+)
+from client_sdk.http import (
+    RETRY_STATUSES,
+    json_document,
+    make_session,
+    raise_for_error,
+    send,
+    task_url,
+)
+
+__all__ = ["Client", "Task"]
+
+# The broker holds a long poll for at most INFERBOX_MAX_WAIT seconds (60 by default).
+MAX_WAIT = 60
+# A 202 that comes back sooner than this although we asked to wait means the broker did not
+# hold the request; pausing keeps such a broker from being polled in a tight loop.
+_MIN_POLL_INTERVAL = 1.0
+
+_OUTCOME_ERRORS: dict[int, type[TaskError]] = {
+    424: TaskFailed,
+    409: TaskCanceled,
+    410: TaskExpired,
+}
+
+
+class Client:
+    """A connection to one inferbox broker.
+
+    ``url`` is the broker's base URL, ``token`` the bearer token (``None`` for an open
+    broker), ``timeout`` the seconds to wait for the broker to answer a request (a long
+    poll's own wait is added on top), ``retries`` how many times a failed connection (and, for
+    safe requests, a 502/503/504) is retried. Not shareable across processes; usable from
+    several threads as ``requests.Session`` is. Close it, or use it as a context manager.
+    """
+
+    def __init__(
+        self, url: str, token: str | None = None, *, timeout: float = 30.0, retries: int = 3
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"broker URL must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self._session = make_session(token, retries=retries)
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the pooled connections. The client must not be used afterwards."""
+        self._session.close()
+
+    def submit(
+        self,
+        payload: Any,
+        *,
+        queue: str = "default",
+        content_type: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        ttl: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """Queue ``payload`` for the workers of ``queue`` and return its ``Task``.
+
+        ``bytes`` go as ``application/octet-stream``, ``str`` as UTF-8 ``text/plain``,
+        ``dict``/``list`` (and other JSON values) as ``application/json``; ``content_type``
+        overrides the header, not the encoding. ``priority`` (0-9), ``max_attempts`` (1-100)
+        and ``ttl`` (seconds) default to the broker's defaults when ``None``.
+
+        Every submit carries an ``Idempotency-Key`` (a fresh UUID unless one is given), so a
+        submit that failed on the connection or with 502/503/504 is retried with the same key
+        and can never create the task twice. Raises ``BadRequest`` for an invalid option,
+        ``PayloadTooLarge``, ``AuthError``, or ``BrokerUnavailable`` once retries run out.
+        """
+        body, default_type = encode(payload)
+        headers = {
+            "Content-Type": content_type or default_type,
+            "Idempotency-Key": idempotency_key or uuid.uuid4().hex,
+        }
+        options = {"priority": priority, "max_attempts": max_attempts, "ttl": ttl}
+        params: dict[str, Any] = {"queue": queue}
+        params.update({name: value for name, value in options.items() if value is not None})
+        document = json_document(self._post_predict(body, headers, params))
+        task_id = document.get("task_id")
+        if not isinstance(task_id, str) or not task_id:
+            raise ProtocolError("the broker accepted the task but sent no task_id")
+        return Task(self, task_id, document)
+
+    def _post_predict(
+        self, body: bytes, headers: dict[str, str], params: dict[str, Any]
+    ) -> requests.Response:
+        backoff = Backoff(base=0.5, cap=8.0)
+        while True:
+            try:
+                response = send(
+                    self._session,
+                    "POST",
+                    task_url(self.url, "predict"),
+                    params=params,
+                    headers=headers,
+                    data=body,
+                    timeout=self.timeout,
+                )
+                raise_for_error(response)
+                return response
+            except BrokerUnavailable as exc:
+                if backoff.attempts >= self.retries or not _worth_retrying(exc):
+                    raise
+                time.sleep(backoff.next_delay())
+
+    def task(self, task_id: str) -> Task:
+        """A handle on an existing task. No request is made until a method is called."""
+        if not task_id:
+            raise ValueError("task_id must be a non-empty string")
+        return Task(self, task_id)
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        """The task's status document (see docs/api.md); ``NotFound`` for an unknown id."""
+        response = send(
+            self._session, "GET", task_url(self.url, "tasks", task_id), timeout=self.timeout
+        )
+        raise_for_error(response)
+        return json_document(response)
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel the task and return its status document.
+
+        A queued task never runs; a running one is dropped by its worker. Raises
+        ``Conflict`` when the task had already finished otherwise.
+        """
+        url = task_url(self.url, "tasks", task_id, "cancel")
+        response = send(self._session, "POST", url, timeout=self.timeout)
+        raise_for_error(response)
+        return json_document(response)
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """Wait for the task to finish and return its result, decoded by Content-Type.
+
+        ``application/json`` gives the parsed value, ``text/*`` a ``str``, anything else
+        ``bytes``. Waits with long polls (no fixed-interval polling) for at most ``timeout``
+        seconds (``None``: as long as it takes; ``0``: just look). Raises ``TaskFailed``,
+        ``TaskCanceled`` or ``TaskExpired`` for those outcomes, ``TaskTimeout`` when the time
+        runs out first (the task goes on), ``NotFound`` for an unknown id.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = _wait_seconds(deadline)
+            asked_at = time.monotonic()
+            response = self._get_result(task_id, wait)
+            if response.status_code != 202:
+                return _final_outcome(task_id, response)
+            document = json_document(response)
+            if deadline is not None and time.monotonic() >= deadline:
+                status = document.get("status", "unfinished")
+                message = f"task {task_id} is still {status} after {timeout} s"
+                raise TaskTimeout(message, task_id=task_id, doc=document)
+            _pace(time.monotonic() - asked_at, wait, deadline)
+
+    def _get_result(self, task_id: str, wait: int) -> requests.Response:
+        return send(
+            self._session,
+            "GET",
+            task_url(self.url, "getresult", task_id),
+            params={"wait": wait},
+            timeout=self.timeout + wait,
+        )
+
+
+class Task:
+    """A handle on one task. Its methods ask the broker through the ``Client`` that made it."""
+
+    def __init__(
+        self, client: Client, task_id: str, document: dict[str, Any] | None = None
+    ) -> None:
+        self._client = client
+        self._id = task_id
+        self._document = document
+
+    def __repr__(self) -> str:
+        return f"Task({self._id!r})"
+
+    @property
+    def id(self) -> str:
+        """The task id the broker assigned."""
+        return self._id
+
+    @property
+    def queue(self) -> str:
+        """The task's queue; fetched from the broker once if this handle does not know it."""
+        document = self._document if self._document is not None else self.info()
+        return str(document.get("queue", ""))
+
+    def info(self) -> dict[str, Any]:
+        """The task's current status document (fetched now; see docs/api.md)."""
+        self._document = self._client.status(self._id)
+        return self._document
+
+    def status(self) -> str:
+        """The task's current status: queued, running, succeeded, failed, canceled, expired."""
+        return str(self.info().get("status", ""))
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The decoded result, waiting up to ``timeout`` seconds; see ``Client.result``."""
+        return self._client.result(self._id, timeout)
+
+    def cancel(self) -> dict[str, Any]:
+        """Cancel the task and return its status document; see ``Client.cancel``."""
+        self._document = self._client.cancel(self._id)
+        return self._document
+
+
+def _worth_retrying(exc: BrokerUnavailable) -> bool:
+    """No answer at all, or a gateway saying the broker is briefly away."""
+    return exc.status_code is None or exc.status_code in RETRY_STATUSES
+
+
+def _wait_seconds(deadline: float | None) -> int:
+    """The ``?wait=`` for the next long poll: what is left of the deadline, whole seconds."""
+    if deadline is None:
+        return MAX_WAIT
+    return min(MAX_WAIT, max(0, math.ceil(deadline - time.monotonic())))
+
+
+def _pace(elapsed: float, wait: int, deadline: float | None) -> None:
+    """Pause when a long poll came back early without a final answer."""
+    if wait <= 0 or elapsed >= _MIN_POLL_INTERVAL:
+        return
+    pause = _MIN_POLL_INTERVAL - elapsed
+    if deadline is not None:
+        pause = min(pause, max(0.0, deadline - time.monotonic()))
+    time.sleep(pause)
+
+
+def _status_document(response: requests.Response) -> dict[str, Any] | None:
+    try:
+        document = response.json()
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) and "status" in document else None
+
+
+def _final_outcome(task_id: str, response: requests.Response) -> Any:
+    """The decoded result of a 200 answer; the matching exception for any other."""
+    if response.status_code == 200:
+        try:
+            return decode(response.content, response.headers.get("Content-Type"))
+        except ValueError as exc:
+            raise ProtocolError(f"task {task_id}: result does not match its type") from exc
+    error_class = _OUTCOME_ERRORS.get(response.status_code)
+    document = _status_document(response)
+    if error_class is None or document is None:
+        raise_for_error(response)
+        raise ProtocolError(f"unexpected {response.status_code} answer for task {task_id}")
+    message = f"task {task_id} {document.get('status')}"
+    if error_class is TaskFailed:
+        message += f": {document.get('error') or 'no error text'}"
+    raise error_class(message, task_id=task_id, doc=document)

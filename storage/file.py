@@ -1,0 +1,284 @@
+"""``file:///abs/path`` or ``file:relative/path``: one file per blob under a root directory.
+
+Layout: the blob under key ``a/b/c`` is the file ``<root>/a/b/c``. It holds one JSON header line
+(format version, content type, metadata), a newline, then the blob's bytes unchanged.
+Directories are created as needed and removed again when a delete leaves them empty.
+
+Guarantees:
+
+- ``put`` is atomic and durable. It writes a temp file in the target's directory, fsyncs it,
+  renames it over the target with ``os.replace``, then fsyncs the directory. Readers in any
+  thread or process see the old blob or the new one. Concurrent writers: the last rename wins.
+  A failed put removes its temp file. Temp files are named ``.inferbox-tmp-*`` and ``list``
+  never shows them.
+- ``get`` streams from the open file. On POSIX, a blob being read is unaffected by later
+  overwrites or deletes.
+- ``list`` walks the tree lazily in key order, one directory listing in memory at a time. It
+  skips files whose names are not valid keys.
+
+Limits of a file system: a key cannot be a blob and also a prefix of other blobs (``a`` and
+``a/b``); the second put raises :class:`~storage.errors.InvalidKey`, and so does a segment
+longer than the file system allows (usually 255 bytes). Segments starting with
+``.inferbox-tmp-`` are reserved for temp files. A file under the root without a valid header
+raises :class:`~storage.errors.StorageError` when read.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from .base import BlobStore
+from .blob import Blob, BlobInfo
+from .errors import BlobNotFound, InvalidKey, StorageError, StorageUnavailable
+from .keys import is_valid_key
+from .source import Source
+
+TEMP_PREFIX = ".inferbox-tmp-"
+HEADER_VERSION = 1
+_HEADER_LIMIT = 64 * 1024  # far above the largest header valid metadata can produce
+_CREATE_ATTEMPTS = 5  # a concurrent delete may prune the directory we are about to write in
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+class FileStore(BlobStore):
+    """Blobs as files under ``root``. See the module docstring for what it guarantees."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.url = Path(self.root).as_uri()
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot create the store directory {self.root}: {exc}"
+            ) from exc
+
+    @classmethod
+    def from_url(cls, url: str) -> FileStore:
+        """``file:///abs/path``, ``file://localhost/abs/path`` or ``file:relative/path``.
+
+        A relative path is resolved against the current directory now.
+        """
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+            raise StorageError(
+                f"bad file URL {url!r}: use file:///absolute/path or file:relative/path"
+            )
+        path = url2pathname(parts.path)
+        if not path:
+            raise StorageError(f"file URL {url!r} names no directory")
+        return cls(path)
+
+    # -- put ------------------------------------------------------------------------------------
+
+    def _put(
+        self, key: str, source: Source, content_type: str, metadata: dict[str, str]
+    ) -> BlobInfo:
+        path = self._path(key)
+        header = _encode_header(content_type, metadata)
+        with self._os_errors("store", key, source):
+            self._write_atomically(path, key, header, source)
+        return BlobInfo(key, source.size, content_type, dict(metadata))
+
+    def _write_atomically(self, path: str, key: str, header: bytes, source: Source) -> None:
+        parent = os.path.dirname(path)
+        temp_path, temp = self._create_temp(parent, key)
+        try:
+            with temp:
+                temp.write(header)
+                for chunk in source.chunks():
+                    temp.write(chunk)
+                temp.flush()
+                os.fsync(temp.fileno())
+            _replace(temp_path, path, key)
+        except BaseException:
+            _remove_quietly(temp_path)
+            self._prune(parent)
+            raise
+        _fsync_directory(parent)
+
+    def _create_temp(self, parent: str, key: str) -> tuple[str, BinaryIO]:
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                self._make_directories(parent, key)
+                temp_path = os.path.join(parent, TEMP_PREFIX + secrets.token_hex(8))
+                return temp_path, os.fdopen(os.open(temp_path, _TEMP_FLAGS, 0o666), "wb")
+            except FileNotFoundError:
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- get, head, delete ----------------------------------------------------------------------
+
+    def _get(self, key: str) -> Blob:
+        with self._os_errors("open", key):
+            stream = self._open_blob(key)
+            try:
+                info = self._read_header(stream, key)
+            except BaseException:
+                stream.close()
+                raise
+        return Blob(info, stream, where=f"{key!r} in {self.url}")
+
+    def _head(self, key: str) -> BlobInfo:
+        with self._os_errors("read", key), self._open_blob(key) as stream:
+            return self._read_header(stream, key)
+
+    def _delete(self, key: str) -> None:
+        path = self._path(key)
+        with self._os_errors("delete", key):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError:
+                if os.path.isdir(path):  # a prefix of other keys, not a blob
+                    return
+                raise
+            self._prune(os.path.dirname(path))
+
+    def _open_blob(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise BlobNotFound(key, self.url) from exc
+
+    def _read_header(self, stream: BinaryIO, key: str) -> BlobInfo:
+        line = stream.readline(_HEADER_LIMIT)
+        content_type, metadata = _decode_header(line)
+        if content_type is None:
+            raise StorageError(f"{key!r} in {self.url} is not a blob file: its header is invalid")
+        size = os.fstat(stream.fileno()).st_size - stream.tell()
+        return BlobInfo(key, size, content_type, metadata)
+
+    # -- list, ping -----------------------------------------------------------------------------
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        directory, _, partial = prefix.rpartition("/")
+        start = os.path.join(self.root, *directory.split("/")) if directory else self.root
+        yield from self._walk(start, directory + "/" if directory else "", partial)
+
+    def _walk(self, directory: str, key_prefix: str, name_prefix: str = "") -> Iterator[str]:
+        for name, is_directory in self._scan(directory, key_prefix):
+            if not name.startswith(name_prefix) or name.startswith(TEMP_PREFIX):
+                continue
+            key = key_prefix + name
+            if is_directory:
+                yield from self._walk(os.path.join(directory, name), key + "/")
+            elif is_valid_key(key):
+                yield key
+
+    def _scan(self, directory: str, key_prefix: str) -> list[tuple[str, bool]]:
+        """(name, is_directory) of the directory's entries, in the order their keys sort."""
+        found = []
+        with self._os_errors("list", key_prefix or "/"):
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            found.append((entry.name + "/", entry.name, True))
+                        elif entry.is_file():
+                            found.append((entry.name, entry.name, False))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        # A directory's keys all start with "name/", so it sorts as that among its siblings.
+        return [(name, is_directory) for _, name, is_directory in sorted(found)]
+
+    def _ping(self) -> None:
+        if not os.path.isdir(self.root) or not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"{self.url}: the directory is missing or not writable")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        segments = key.split("/")
+        if any(segment.startswith(TEMP_PREFIX) for segment in segments):
+            raise InvalidKey(key, f"segments starting with {TEMP_PREFIX!r} are reserved")
+        if os.name == "nt" and ":" in key:
+            raise InvalidKey(key, "':' is not allowed in file names on Windows")
+        return os.path.join(self.root, *segments)
+
+    def _make_directories(self, directory: str, key: str) -> None:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            if not os.path.isdir(self.root):
+                raise  # the store itself is gone: StorageUnavailable, not the key's fault
+            raise _conflict(key) from exc
+
+    def _prune(self, directory: str) -> None:
+        """Remove ``directory`` and its ancestors below the root while they are empty."""
+        while directory.startswith(self.root) and len(directory) > len(self.root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    @contextmanager
+    def _os_errors(self, action: str, key: str, source: Source | None = None) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if source is not None and source.raised(exc):
+                raise
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidKey(key, "a segment is too long for this file system") from exc
+            raise StorageUnavailable(f"could not {action} {key!r} in {self.url}: {exc}") from exc
+
+
+def _replace(temp_path: str, path: str, key: str) -> None:
+    try:
+        os.replace(temp_path, path)
+    except IsADirectoryError as exc:
+        raise _conflict(key) from exc
+
+
+def _conflict(key: str) -> InvalidKey:
+    return InvalidKey(
+        key, "the file store cannot keep a blob at a key that is also a prefix of other blobs"
+    )
+
+
+def _remove_quietly(path: str) -> None:
+    with suppress(OSError):
+        os.unlink(path)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (POSIX; Windows cannot open directories)."""
+    if os.name == "nt":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode_header(content_type: str, metadata: dict[str, str]) -> bytes:
+    header = {"v": HEADER_VERSION, "content_type": content_type, "metadata": metadata}
+    return json.dumps(header, separators=(",", ":"), sort_keys=True).encode("ascii") + b"\n"
+
+
+def _decode_header(line: bytes) -> tuple[str | None, dict[str, str]]:
+    """(content_type, metadata) from a header line; content_type is None if it is not one."""
+    try:
+        header = json.loads(line) if line.endswith(b"\n") else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("v") != HEADER_VERSION:
+        return None, {}
+    content_type, metadata = header.get("content_type"), header.get("metadata")
+    if not isinstance(content_type, str) or not isinstance(metadata, dict):
+        return None, {}
+    return content_type, {str(name): str(value) for name, value in metadata.items()}

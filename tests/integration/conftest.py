@@ -1,0 +1,106 @@
+"""Real processes over real HTTP: a broker served by gunicorn on a loopback port, on the test
+Redis database and ``file://`` storage, with workers as separate ``inferbox-worker`` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import REDIS_URL
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_TOKEN, OTHER_CLIENT_TOKEN, WORKER_TOKEN, ADMIN_TOKEN = "c-1", "c-2", "w-1", "a-1"
+
+pytestmark = pytest.mark.redis
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"broker exited with {process.returncode}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"broker at {url} not healthy after {timeout}s")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **extra}
+    return env
+
+
+@dataclass
+class Broker:
+    url: str
+    process: subprocess.Popen
+    data: Path
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def spawn_worker(
+        self, handler: str, *extra: str, worker_id: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        command = [sys.executable, "-m", "worker.cli", "--broker", self.url, "--token",
+                   WORKER_TOKEN, "--handler", f"tests.integration.handlers:{handler}",
+                   "--worker-id", worker_id, "--wait", "5", *extra]  # fmt: skip
+        process = subprocess.Popen(command, cwd=ROOT, env=child_env(**(env or {})))
+        self.workers.append(process)
+        return process
+
+    def stop_workers(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def broker(real_redis, tmp_path) -> Iterator[Broker]:
+    port = free_port()
+    data = tmp_path / "data"
+    env = child_env(
+        INFERBOX_REDIS_URL=REDIS_URL, INFERBOX_STORAGE_URL=f"file://{data}",
+        INFERBOX_CLIENT_TOKENS=f"{CLIENT_TOKEN},{OTHER_CLIENT_TOKEN}",
+        INFERBOX_WORKER_TOKENS=WORKER_TOKEN, INFERBOX_ADMIN_TOKENS=ADMIN_TOKEN,
+        INFERBOX_WORKERS="2", INFERBOX_THREADS="32",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "broker.cli", "--port", str(port), "--log-level", "WARNING"],
+        cwd=ROOT, env=env,
+    )
+    server = Broker(f"http://127.0.0.1:{port}", process, data)
+    try:
+        wait_until_healthy(server.url, process)
+        yield server
+    finally:
+        server.stop_workers()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,214 @@
+"""What the file backend adds to the contract: its layout, temp files, URLs, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from storage import (
+    BlobNotFound,
+    BlobStore,
+    InvalidKey,
+    StorageError,
+    StorageUnavailable,
+    open_store,
+)
+from storage.file import TEMP_PREFIX, FileStore
+
+MiB = 1024 * 1024
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _root(store: BlobStore) -> Path:
+    assert isinstance(store, FileStore)
+    return Path(store.root)
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.name.startswith(TEMP_PREFIX)]
+
+
+def test_layout_is_one_file_per_blob_with_a_json_header(file_store: BlobStore) -> None:
+    file_store.put("inbox/abc", b"\x00raw\nbytes", content_type="image/png", metadata={"k": "v"})
+    path = _root(file_store) / "inbox" / "abc"
+    header, _, body = path.read_bytes().partition(b"\n")
+    assert json.loads(header) == {"v": 1, "content_type": "image/png", "metadata": {"k": "v"}}
+    assert body == b"\x00raw\nbytes"
+    assert [p.name for p in _root(file_store).rglob("*")] == ["inbox", "abc"]
+
+
+def test_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absolute = open_store((tmp_path / "abs dir").as_uri())
+    assert isinstance(absolute, FileStore)
+    assert absolute.root == str(tmp_path / "abs dir")
+    assert absolute.url == (tmp_path / "abs dir").as_uri()
+    assert (tmp_path / "abs dir").is_dir(), "the root is created on open"
+
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("file:rel/data")
+    assert isinstance(relative, FileStore)
+    assert relative.root == str(tmp_path / "rel" / "data")
+    monkeypatch.chdir("/")
+    relative.put("k", b"still in the directory resolved at open time")
+    assert (tmp_path / "rel" / "data" / "k").is_file()
+
+    local = open_store(f"file://localhost{tmp_path}/local")
+    assert isinstance(local, FileStore) and local.root == str(tmp_path / "local")
+
+
+@pytest.mark.parametrize(
+    "url", ["file://relative/path", "file://host/share", "file:", "file:///x?q=1"]
+)
+def test_bad_file_urls(url: str) -> None:
+    with pytest.raises(StorageError):
+        open_store(url)
+
+
+def test_no_temp_file_is_listed_during_or_after_a_failed_write(
+    file_store: BlobStore, generated_stream: type, source_errors: tuple
+) -> None:
+    root = _root(file_store)
+    file_store.put("inbox/old", b"old")
+    during: dict[str, object] = {}
+
+    def look() -> None:
+        during["temps"] = _temp_files(root)
+        during["listed"] = list(file_store.list())
+        during["exists"] = file_store.exists("inbox/new")
+
+    source = generated_stream(4 * MiB, fail_after=MiB, on_fail=look)
+    with pytest.raises(source_errors[0]):
+        file_store.put("inbox/new", source)
+    assert len(during["temps"]) == 1, "the write was in progress, in a temp file"  # type: ignore[arg-type]
+    assert during["listed"] == ["inbox/old"]
+    assert during["exists"] is False
+    assert _temp_files(root) == []
+    assert list(file_store.list()) == ["inbox/old"]
+
+
+def test_failed_write_to_a_new_directory_leaves_no_directories(
+    file_store: BlobStore, generated_stream: type, source_errors: tuple
+) -> None:
+    with pytest.raises(source_errors[0]):
+        file_store.put("new/deep/dir/key", generated_stream(2 * MiB, fail_after=MiB))
+    assert list(_root(file_store).iterdir()) == []
+
+
+def test_temp_files_from_a_crashed_writer_are_not_listed(file_store: BlobStore) -> None:
+    file_store.put("dir/real", b"x")
+    (_root(file_store) / "dir" / f"{TEMP_PREFIX}0123456789abcdef").write_bytes(b"half a blob")
+    assert list(file_store.list()) == ["dir/real"]
+    assert list(file_store.list("dir/")) == ["dir/real"]
+
+
+def test_reserved_temp_names_are_invalid_keys(file_store: BlobStore) -> None:
+    for key in (f"{TEMP_PREFIX}x", f"a/{TEMP_PREFIX}x/b"):
+        with pytest.raises(InvalidKey):
+            file_store.put(key, b"x")
+        with pytest.raises(InvalidKey):
+            file_store.get(key)
+
+
+def test_delete_prunes_empty_directories_but_keeps_the_root(file_store: BlobStore) -> None:
+    root = _root(file_store)
+    file_store.put("a/b/c/d", b"1")
+    file_store.put("a/x", b"2")
+    file_store.delete("a/b/c/d")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["a", "a/x"]
+    file_store.delete("a/x")
+    assert root.is_dir() and list(root.iterdir()) == []
+
+
+def test_a_key_cannot_be_both_a_blob_and_a_prefix(file_store: BlobStore) -> None:
+    file_store.put("a/b", b"nested")
+    with pytest.raises(InvalidKey):
+        file_store.put("a", b"would replace the directory")
+    file_store.put("c", b"blob")
+    with pytest.raises(InvalidKey):
+        file_store.put("c/d", b"would need c to be a directory")
+    assert file_store.read_bytes("a/b") == b"nested"
+    assert file_store.read_bytes("c") == b"blob"
+    with pytest.raises(BlobNotFound):
+        file_store.get("a")
+    file_store.delete("a")  # a prefix, not a blob: nothing to delete
+    assert list(file_store.list()) == ["a/b", "c"]
+    assert _temp_files(_root(file_store)) == []
+
+
+def test_a_segment_too_long_for_the_file_system_is_an_invalid_key(file_store: BlobStore) -> None:
+    with pytest.raises(InvalidKey):
+        file_store.put("x" * 300, b"data")
+    assert _temp_files(_root(file_store)) == []
+
+
+def test_foreign_files_are_not_blobs(file_store: BlobStore) -> None:
+    root = _root(file_store)
+    (root / "notes.txt").write_bytes(b"no header here")
+    (root / "bad\\name").write_bytes(b"")
+    assert list(file_store.list()) == ["notes.txt"], "names that are not valid keys are skipped"
+    with pytest.raises(StorageError) as caught:
+        file_store.get("notes.txt")
+    assert not isinstance(caught.value, BlobNotFound)
+
+
+def test_backend_failures_are_storage_unavailable_with_the_cause(file_store: BlobStore) -> None:
+    root = _root(file_store)
+    file_store.ping()
+    root.rmdir()
+    root.write_bytes(b"the store directory was replaced by a file")
+    with pytest.raises(StorageUnavailable):
+        file_store.ping()
+    with pytest.raises(StorageUnavailable) as caught:
+        file_store.put("inbox/1", b"x")
+    assert isinstance(caught.value.__cause__, OSError)
+    assert "inbox/1" in str(caught.value)
+
+
+def test_open_fails_when_the_root_cannot_be_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StorageUnavailable):
+        open_store((tmp_path / "file" / "store").as_uri())
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from storage import open_store
+
+    store = open_store(sys.argv[1])
+    name = sys.argv[2]
+    for i in range(40):
+        store.put("hot", bytes([ord(name)]) * 200_000, metadata={"writer": name})
+        store.put(f"shared/dir/{name}{i}", b"x")
+        store.delete(f"shared/dir/{name}{i}")
+    """
+)
+
+
+def test_processes_overwriting_and_pruning_concurrently(file_store: BlobStore) -> None:
+    file_store.put("hot", b"a" * 200_000, metadata={"writer": "a"})
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, file_store.url, name], env=env, stderr=subprocess.PIPE
+        )
+        for name in "bc"
+    ]
+    reads = 0
+    while any(writer.poll() is None for writer in writers) or reads == 0:
+        with file_store.get("hot") as blob:
+            writer_name = blob.info.metadata["writer"]
+            assert blob.read() == writer_name.encode() * 200_000
+        reads += 1
+    for writer in writers:
+        _, errors = writer.communicate(timeout=60)
+        assert writer.returncode == 0, errors.decode()
+    assert list(file_store.list()) == ["hot"]
+    assert _temp_files(_root(file_store)) == []
+    assert not (_root(file_store) / "shared").exists()

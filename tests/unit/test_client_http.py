@@ -1,0 +1,189 @@
+"""client_sdk.http, codec and backoff: sessions, error mapping, content types, encodings."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+import requests
+import responses
+
+from client_sdk import errors
+from client_sdk.backoff import Backoff
+from client_sdk.codec import decode, encode
+from client_sdk.http import (
+    make_session,
+    parse_content_type,
+    raise_for_error,
+    send,
+    task_url,
+)
+
+URL = "http://broker.test/tasks/abc"
+
+
+def _response(status: int, body: object) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    if isinstance(body, (dict, list)):
+        response._content = json.dumps(body).encode()
+        response.headers["Content-Type"] = "application/json"
+    else:
+        response._content = str(body).encode()
+        response.headers["Content-Type"] = "text/html"
+    response.url = URL
+    return response
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (400, "invalid_option", errors.BadRequest),
+        (401, "unauthorized", errors.AuthError),
+        (403, "forbidden", errors.AuthError),
+        (404, "not_found", errors.NotFound),
+        (409, "task_finished", errors.Conflict),
+        (409, "lease_lost", errors.LeaseLost),
+        (413, "payload_too_large", errors.PayloadTooLarge),
+        (415, "unsupported_media_type", errors.APIError),
+        (500, "internal", errors.BrokerUnavailable),
+        (503, "unavailable", errors.BrokerUnavailable),
+    ],
+)
+def test_error_answers_map_to_their_exception(
+    status: int, code: str, expected: type[errors.APIError]
+) -> None:
+    with pytest.raises(expected) as caught:
+        raise_for_error(_response(status, {"error": code, "message": "what is wrong"}))
+    assert type(caught.value) is expected
+    assert caught.value.status_code == status
+    assert caught.value.error == code
+    assert caught.value.message == "what is wrong"
+    assert caught.value.body == {"error": code, "message": "what is wrong"}
+
+
+def test_a_non_json_gateway_error_still_maps_and_keeps_the_text() -> None:
+    with pytest.raises(errors.BrokerUnavailable) as caught:
+        raise_for_error(_response(502, "<html>Bad Gateway</html>"))
+    assert caught.value.error == "http_502"
+    assert "Bad Gateway" in caught.value.message
+
+
+@pytest.mark.parametrize("status", [200, 202, 204])
+def test_success_answers_do_not_raise(status: int) -> None:
+    raise_for_error(_response(status, {}))
+
+
+def test_session_sends_bearer_token_and_user_agent() -> None:
+    session = make_session("s3cret")
+    assert session.headers["Authorization"] == "Bearer s3cret"
+    assert session.headers["User-Agent"].startswith("inferbox/")
+    assert "Authorization" not in make_session(None).headers
+
+
+def test_session_retries_only_idempotent_methods_on_gateway_errors() -> None:
+    retry = make_session(retries=4).get_adapter("https://broker.test").max_retries
+    assert retry.total == 4
+    assert retry.connect == 4
+    assert set(retry.status_forcelist) == {502, 503, 504}
+    assert set(retry.allowed_methods) == {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
+    assert not retry.raise_on_status
+    assert retry.backoff_factor > 0
+    if hasattr(retry, "backoff_jitter"):
+        assert retry.backoff_jitter > 0
+
+
+@responses.activate
+def test_connection_failure_becomes_broker_unavailable() -> None:
+    responses.add(responses.GET, URL, body=requests.ConnectionError("refused"))
+    with pytest.raises(errors.BrokerUnavailable) as caught:
+        send(requests.Session(), "GET", URL, timeout=1)
+    assert caught.value.status_code is None
+    assert isinstance(caught.value.__cause__, requests.ConnectionError)
+
+
+def test_task_url_encodes_each_segment() -> None:
+    assert task_url("http://b.test/", "tasks", "a/b c", "cancel") == (
+        "http://b.test/tasks/a%2Fb%20c/cancel"
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, ("", {})),
+        ("application/json", ("application/json", {})),
+        ("Text/Plain; Charset=UTF-8", ("text/plain", {"charset": "UTF-8"})),
+        (
+            'multipart/mixed; boundary="a;b \\"c\\""; x=1',
+            ("multipart/mixed", {"boundary": 'a;b "c"', "x": "1"}),
+        ),
+    ],
+)
+def test_parse_content_type(header: str | None, expected: tuple[str, dict[str, str]]) -> None:
+    assert parse_content_type(header) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "body", "content_type"),
+    [
+        (b"\x00\xff", b"\x00\xff", "application/octet-stream"),
+        ("héllo", "héllo".encode(), "text/plain; charset=utf-8"),
+        ({"a": [1, 2.5, None]}, b'{"a":[1,2.5,null]}', "application/json"),
+        ([True], b"[true]", "application/json"),
+        (7, b"7", "application/json"),
+        (None, b"null", "application/json"),
+    ],
+)
+def test_encode_pairs_types_with_content_types(
+    value: object, body: bytes, content_type: str
+) -> None:
+    assert encode(value) == (body, content_type)
+
+
+def test_encode_numpy_array_as_npy_and_numpy_scalars_as_json() -> None:
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    body, content_type = encode(array)
+    assert content_type == "application/x-npy"
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), array)
+    assert encode({"p": np.float32(0.5), "k": np.int64(3)}).body == b'{"p":0.5,"k":3}'
+
+
+def test_encode_refuses_what_it_cannot_represent() -> None:
+    with pytest.raises(TypeError, match="cannot encode a set"):
+        encode({1, 2})
+    with pytest.raises(ValueError):
+        encode({"x": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b'{"a":1}', "application/json", {"a": 1}),
+        (b'{"a":1}', "application/problem+json; charset=utf-8", {"a": 1}),
+        ("héllo".encode("latin-1"), "text/plain; charset=latin-1", "héllo"),
+        ("héllo".encode(), "text/csv", "héllo"),
+        (b"\x89PNG", "image/png", b"\x89PNG"),
+        (b"raw", None, b"raw"),
+    ],
+)
+def test_decode_goes_by_content_type(
+    body: bytes, content_type: str | None, expected: object
+) -> None:
+    assert decode(body, content_type) == expected
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter_and_resets() -> None:
+    backoff = Backoff(base=0.5, cap=4.0, rng=random.Random(1))
+    delays = [backoff.next_delay() for _ in range(8)]
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) == len(delays)  # jittered, never in lockstep
+    backoff.reset()
+    assert backoff.attempts == 0
+    assert backoff.next_delay() <= 0.5
+    for _ in range(2000):  # no overflow however long the outage
+        assert backoff.next_delay() <= 4.0

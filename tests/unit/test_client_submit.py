@@ -1,0 +1,189 @@
+"""Client.submit against a broker mocked exactly as docs/api.md describes POST /predict."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from unittest import mock
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from client_sdk import (
+    AuthError,
+    BadRequest,
+    BrokerUnavailable,
+    Client,
+    PayloadTooLarge,
+    ProtocolError,
+    Task,
+)
+
+BROKER = "http://broker.test"
+PREDICT = f"{BROKER}/predict"
+
+
+def status_doc(task_id: str = "T1", queue: str = "default", status: str = "queued") -> dict:
+    return {"task_id": task_id, "status": status, "queue": queue, "priority": 0, "attempts": 0}
+
+
+def accepted(task_id: str = "T1", queue: str = "default") -> dict:
+    return {
+        "json": status_doc(task_id, queue),
+        "status": 202,
+        "headers": {"Location": f"/tasks/{task_id}"},
+    }
+
+
+@pytest.fixture
+def broker() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock() as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    with Client(BROKER + "/", token="tok") as client:
+        yield client
+
+
+@pytest.fixture
+def no_sleep() -> Iterator[mock.MagicMock]:
+    with mock.patch("client_sdk.client.time.sleep") as sleep:
+        yield sleep
+
+
+def test_submit_json_returns_a_task_with_id_and_queue(broker, client) -> None:
+    broker.add(responses.POST, PREDICT, **accepted("T1", "digits"))
+    task = client.submit({"pixels": [0, 16]}, queue="digits")
+    assert isinstance(task, Task)
+    assert (task.id, task.queue) == ("T1", "digits")
+    request = broker.calls[0].request
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(request.body) == {"pixels": [0, 16]}
+    assert request.params == {"queue": "digits"}
+    assert request.headers["Authorization"] == "Bearer tok"
+    assert request.headers["User-Agent"].startswith("inferbox/")
+
+
+@pytest.mark.parametrize(
+    ("payload", "body", "content_type"),
+    [
+        (b"\x00\r\n--\xff", b"\x00\r\n--\xff", "application/octet-stream"),
+        ("naïve", "naïve".encode(), "text/plain; charset=utf-8"),
+        ([1, 2, 3], b"[1,2,3]", "application/json"),
+        (b"", b"", "application/octet-stream"),
+    ],
+)
+def test_submit_picks_the_content_type_from_the_payload_type(
+    broker, client, payload, body, content_type
+) -> None:
+    broker.add(responses.POST, PREDICT, **accepted())
+    client.submit(payload)
+    request = broker.calls[0].request
+    assert (request.body or b"") == body
+    assert request.headers["Content-Type"] == content_type
+
+
+def test_an_explicit_content_type_wins(broker, client) -> None:
+    broker.add(responses.POST, PREDICT, **accepted())
+    broker.add(responses.POST, PREDICT, **accepted())
+    client.submit(b"\x89PNG\r\n", content_type="image/png")
+    client.submit({"a": 1}, content_type="application/vnd.acme+json")
+    png, doc = (call.request for call in broker.calls)
+    assert (png.headers["Content-Type"], png.body) == ("image/png", b"\x89PNG\r\n")
+    assert (doc.headers["Content-Type"], doc.body) == ("application/vnd.acme+json", b'{"a":1}')
+
+
+def test_options_travel_as_query_parameters(broker, client) -> None:
+    expected = {"queue": "q-1", "priority": "7", "max_attempts": "2", "ttl": "600"}
+    broker.add(
+        responses.POST, PREDICT, match=[matchers.query_param_matcher(expected)], **accepted()
+    )
+    client.submit(b"x", queue="q-1", priority=7, max_attempts=2, ttl=600)
+
+
+def test_an_explicit_idempotency_key_is_sent(broker, client) -> None:
+    broker.add(
+        responses.POST,
+        PREDICT,
+        match=[matchers.header_matcher({"Idempotency-Key": "order-42"})],
+        **accepted(),
+    )
+    client.submit(b"x", idempotency_key="order-42")
+
+
+def test_each_submit_gets_its_own_generated_idempotency_key(broker, client) -> None:
+    broker.add(responses.POST, PREDICT, **accepted("T1"))
+    broker.add(responses.POST, PREDICT, **accepted("T2"))
+    client.submit(b"x")
+    client.submit(b"x")
+    keys = [call.request.headers["Idempotency-Key"] for call in broker.calls]
+    assert len(set(keys)) == 2
+    assert all(len(key) == 32 for key in keys)
+
+
+def test_a_connection_error_is_retried_with_the_same_key(broker, client, no_sleep) -> None:
+    broker.add(responses.POST, PREDICT, body=requests.ConnectionError("reset"))
+    broker.add(responses.POST, PREDICT, json={"error": "unavailable"}, status=503)
+    broker.add(responses.POST, PREDICT, **accepted("T9"))
+    assert client.submit({"a": 1}).id == "T9"
+    keys = {call.request.headers["Idempotency-Key"] for call in broker.calls}
+    assert len(broker.calls) == 3
+    assert len(keys) == 1
+    assert no_sleep.call_count == 2
+
+
+def test_retries_run_out_into_broker_unavailable(broker, no_sleep) -> None:
+    broker.add(responses.POST, PREDICT, body=requests.ConnectionError("refused"))
+    with Client(BROKER, retries=2) as client, pytest.raises(BrokerUnavailable) as caught:
+        client.submit(b"x")
+    assert caught.value.status_code is None
+    assert len(broker.calls) == 3
+    assert no_sleep.call_count == 2
+
+
+def test_an_internal_server_error_is_not_retried(broker, client, no_sleep) -> None:
+    broker.add(responses.POST, PREDICT, json={"error": "internal", "message": "boom"}, status=500)
+    with pytest.raises(BrokerUnavailable) as caught:
+        client.submit(b"x")
+    assert caught.value.status_code == 500
+    assert len(broker.calls) == 1
+    no_sleep.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (400, "invalid_option", BadRequest),
+        (400, "invalid_queue", BadRequest),
+        (401, "unauthorized", AuthError),
+        (403, "forbidden", AuthError),
+        (413, "payload_too_large", PayloadTooLarge),
+    ],
+)
+def test_refusals_raise_at_once(broker, client, no_sleep, status, code, expected) -> None:
+    broker.add(responses.POST, PREDICT, json={"error": code, "message": "no"}, status=status)
+    with pytest.raises(expected) as caught:
+        client.submit(b"x", priority=12)
+    assert (caught.value.status_code, caught.value.error) == (status, code)
+    assert len(broker.calls) == 1
+
+
+def test_an_accepted_answer_without_task_id_is_a_protocol_error(broker, client) -> None:
+    broker.add(responses.POST, PREDICT, json={"status": "queued"}, status=202)
+    with pytest.raises(ProtocolError):
+        client.submit(b"x")
+
+
+def test_unencodable_payload_raises_before_any_request(broker, client) -> None:
+    with pytest.raises(TypeError):
+        client.submit(object())
+    assert len(broker.calls) == 0
+
+
+def test_the_broker_url_must_be_http() -> None:
+    with pytest.raises(ValueError, match="http"):
+        Client("broker.test:8000")

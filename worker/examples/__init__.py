@@ -1,0 +1,4 @@
+"""Example handlers bundled with the worker.
+
+``inferbox-worker --handler worker.examples.digits:predict`` serves the digits model.
+"""
