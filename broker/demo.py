@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="digits to submit (1-8)")
     parser.add_argument("--no-wait", action="store_true", help="stop after the samples")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager stops it: clean up as on Ctrl-C
     url = f"http://127.0.0.1:{args.port}"
     children = [_start([sys.executable, "-m", "broker.cli", "--port", str(args.port)])]
     try:
@@ -49,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _stop(children)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _start(command: list[str]) -> subprocess.Popen:
