@@ -20,6 +20,7 @@ from storage import BlobStore, open_store
 
 from . import errors
 from .auth import TokenTable
+from .blueprints import leases, meta, queues, tasks
 from .mailbox import Mailbox
 from .notify import Notifier
 from .queue import TaskQueue
@@ -74,8 +75,6 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["inferbox"] = Inferbox(settings, mailbox, TokenTable.from_settings(settings))
-
-    from .blueprints import leases, meta, queues, tasks
 
     for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp):
         app.register_blueprint(blueprint)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
 
-from ..app import Inferbox
+from storage import Blob
+
 from ..auth import Principal
 from ..errors import InvalidRequest
-from ..mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from ..app import Inferbox
+    from ..mailbox import Mailbox
 
 
 def box() -> Inferbox:
@@ -59,3 +64,11 @@ def json_body(max_bytes: int = 64 * 1024) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the JSON body must be an object")
     return body
+
+
+def stream_blob(blob: Blob) -> Iterator[bytes]:
+    """Yield the blob's bytes and close it, also when the client goes away early."""
+    try:
+        yield from blob.iter_chunks()
+    finally:
+        blob.close()

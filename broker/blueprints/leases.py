@@ -15,8 +15,7 @@ from .. import options
 from ..auth import WORKER
 from ..errors import InvalidRequest
 from ..task import Lease, iso
-from .common import authorize, box, json_body, mailbox, option
-from .tasks import _stream
+from .common import authorize, box, json_body, mailbox, option, stream_blob
 
 bp = Blueprint("leases", __name__)
 
@@ -44,7 +43,7 @@ def getnexttask() -> Response:
         return Response(status=204)
     if max_tasks == 1:
         lease_, blob = taken[0]
-        response = Response(_stream(blob), content_type=lease_.content_type,
+        response = Response(stream_blob(blob), content_type=lease_.content_type,
                             headers=_lease_headers(lease_))  # fmt: skip
         response.content_length = blob.info.size
         return response

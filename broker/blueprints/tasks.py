@@ -8,7 +8,7 @@ from .. import keys as K
 from .. import options
 from ..auth import CLIENT
 from ..task import Task
-from .common import authorize, box, mailbox, option, owner_filter
+from .common import authorize, box, mailbox, option, owner_filter, stream_blob
 
 bp = Blueprint("tasks", __name__)
 
@@ -68,17 +68,9 @@ def cancel(task_id: str) -> Response:
 
 def _result_response(task: Task) -> Response:
     blob = mailbox().open_result(task)
-    response = Response(_stream(blob), content_type=task.result_content_type)
+    response = Response(stream_blob(blob), content_type=task.result_content_type)
     response.content_length = blob.info.size
     response.headers["X-Inferbox-Task-Id"] = task.id
     if task.model_version:
         response.headers["X-Inferbox-Model-Version"] = task.model_version
     return response
-
-
-def _stream(blob):  # type: ignore[no-untyped-def]
-    """Yield the blob's bytes and close it, also when the client goes away early."""
-    try:
-        yield from blob.iter_chunks()
-    finally:
-        blob.close()
