@@ -7,6 +7,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+Delivery = tuple[dict[str, str], bytes, str]  # headers, body, path
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -21,7 +23,7 @@ class Receiver:
         self.port = port or free_port()
         self.status = status
         self.location = location
-        self.received: list[tuple[dict[str, str], bytes, str]] = []
+        self.received: list[Delivery] = []
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
 
@@ -57,7 +59,7 @@ class Receiver:
             self._server.server_close()
             self._server = None
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[dict[str, str], bytes, str]]:
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         with self._changed:
             while len(self.received) < count:

@@ -98,7 +98,8 @@ def test_metrics_under_a_multi_process_server_after_a_known_workload(real_redis,
         broker.spawn_worker("checksum", "--queue", "m-sums", worker_id="m-w1")
         broker.spawn_worker("poison", "--queue", "m-poison", worker_id="m-w2")
         for i, task in enumerate(sums):
-            assert task.result(timeout=60) == {"sha256": hashlib.sha256(bytes([i]) * 10).hexdigest()}
+            digest = hashlib.sha256(bytes([i]) * 10).hexdigest()
+            assert task.result(timeout=60) == {"sha256": digest}
         for task in poison:
             with pytest.raises(TaskFailed):
                 task.result(timeout=60)
