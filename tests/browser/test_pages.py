@@ -71,6 +71,16 @@ def test_submit_an_image_and_see_the_image_result(page, screenshot, web_broker: 
                           headers={"Authorization": f"Bearer {WORKER_TOKEN}"}, timeout=20)
     assert taken.status_code == 200
     assert (taken.content, taken.headers["Content-Type"]) == (image, "image/png")
+    worker = {"Authorization": f"Bearer {WORKER_TOKEN}",
+              "X-Inferbox-Lease-Id": taken.headers["X-Inferbox-Lease-Id"]}
+    beat = requests.post(f"{web_broker.url}/tasks/{taken.headers['X-Inferbox-Task-Id']}/heartbeat",
+                         json={"progress": {"fraction": 0.5, "message": "inverting"}},
+                         headers=worker, timeout=10)  # fmt: skip
+    assert beat.status_code == 200
+    page.wait_for_function(
+        "document.getElementById('task-progress-text').textContent === '50 % · inverting'")
+    assert page.text_content("#task-status") == "running"
+    screenshot("try-it-progress")
     inverted = png(16, 16, lambda x, y: (255 - x * 16, 255 - y * 16, 127))
     posted = requests.post(
         f"{web_broker.url}/puttaskresult/{taken.headers['X-Inferbox-Task-Id']}", data=inverted,
