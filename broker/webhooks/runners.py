@@ -47,10 +47,15 @@ class Relay:
         while True:
             claimed = self.queue.claim_webhook_events()
             for raw in claimed:
-                self.hand_over(Event.from_json(raw))
+                try:
+                    event = Event.from_json(raw)
+                except (ValueError, KeyError, TypeError):
+                    log.error("webhook relay: dropping a malformed event %r", raw[:200])
+                else:
+                    self.hand_over(event)  # raises: the event stays claimed, relayed again later
+                    handed += 1
                 self.queue.ack_webhook_event(raw)
-                handed += 1
-            if len(claimed) == 0:
+            if not claimed:
                 return handed
 
     def run(self) -> None:
@@ -63,6 +68,8 @@ class Relay:
                     self.pump()
                 except Unavailable as exc:
                     log.warning("webhook relay: %s; retrying", exc)
+                except Exception:  # e.g. rq could not enqueue: the events stay claimed
+                    log.exception("webhook relay: handing over failed; retrying")
                 woken.wait(1.0)
 
     def start(self) -> threading.Thread:

@@ -233,3 +233,33 @@ def test_redirects_are_not_followed_and_private_addresses_not_called(monkeypatch
     task_id = run_task(http, "http://hooks.example.com/h", events="completed")
     log = deliveries(http, task_id, 1)
     assert log[0]["outcome"] == "failed" and "10.0.0.8" in log[0]["error"]
+
+
+def test_the_relay_survives_a_failing_hand_over_and_drops_malformed_events(clock):
+    from broker.notify import Notifier
+    from broker.queue import NewTask
+    from broker.webhooks import Relay
+
+    queue = TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()), clock=clock)
+    new = NewTask(queue="q", owner="o", content_type="t", size=0,
+                  webhook_url="https://example.com/h", webhook_events=("failed",))
+    task_id = queue.submit(new).task_id
+    queue.cancel(task_id)
+    queue.redis.lpush(queue.keys.webhook_outbox, b"not json")
+    handed, broken = [], [True]
+
+    def hand_over(event):
+        if broken[0]:
+            raise ConnectionError("rq is away")
+        handed.append(event)
+
+    relay = Relay(queue, Notifier(queue.redis, queue.keys.events), hand_over)
+    with pytest.raises(ConnectionError):
+        relay.pump()
+    broken[0] = False
+    assert relay.pump() == 0  # the failed one is still claimed by the first try
+    clock.advance(61)
+    assert relay.pump() == 1  # reclaimed and handed over; the malformed one was dropped
+    assert [(e.task_id, e.event) for e in handed] == [(task_id, "canceled")]
+    assert queue.redis.zcard(queue.keys.webhook_relaying) == 0
+    assert queue.redis.llen(queue.keys.webhook_outbox) == 0
