@@ -20,7 +20,7 @@ from storage import BlobStore, open_store
 
 from . import errors
 from .auth import TokenTable
-from .blueprints import leases, meta, queues, tasks
+from .blueprints import activity, leases, meta, metrics, pages, queues, tasks
 from .mailbox import Mailbox
 from .notify import Notifier
 from .queue import TaskQueue
@@ -76,11 +76,23 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["inferbox"] = Inferbox(settings, mailbox, TokenTable.from_settings(settings))
 
-    for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp):
+    for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp, activity.bp, metrics.bp, pages.bp):
         app.register_blueprint(blueprint)
+    if settings.embedded and settings.webhook_secret:
+        deliver_webhooks_in_process(settings, queue, mailbox.notifier)
     app.register_error_handler(errors.BrokerError, _broker_error)
     app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def deliver_webhooks_in_process(settings: Settings, queue: TaskQueue, notifier: Notifier) -> None:
+    """The embedded default: no other process can reach the in-process Redis, so this one relays
+    and delivers webhooks itself, on threads, with the same retry schedule as the rq jobs."""
+    from .webhooks import AddressPolicy, Deliverer, Relay, ThreadRunner
+
+    policy = AddressPolicy.from_items(settings.webhook_allow)
+    deliverer = Deliverer(queue, settings.webhook_secret or "", policy)
+    Relay(queue, notifier, ThreadRunner(deliverer, settings.webhook_retry_delays)).start()
 
 
 def error_response(

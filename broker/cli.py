@@ -33,8 +33,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"inferbox-broker: {exc}", file=sys.stderr)
         return 2
+    if args.command == "jobs":
+        return _jobs(settings)
     _announce(settings)
     serve(settings, access_log=args.access_log)
+    return 0
+
+
+def _jobs(settings: Settings) -> int:
+    from .jobs import run_jobs
+
+    try:
+        run_jobs(settings)
+    except SettingsError as exc:
+        print(f"inferbox-broker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -44,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the inferbox broker. With no INFERBOX_REDIS_URL it runs on an "
         "embedded in-process Redis and file:// storage: no services needed.",
     )
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "jobs"],
+                        help="serve: the HTTP broker (default); jobs: deliver webhooks (rq worker)")
     parser.add_argument("--host", help="address to bind (INFERBOX_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (INFERBOX_PORT, default 8000)")
     parser.add_argument("--workers", type=int, help="server processes (INFERBOX_WORKERS, 1)")

@@ -5,7 +5,8 @@
     BrokerError                  base of everything the broker raises on purpose
     ├── InvalidRequest           the caller sent something unusable (HTTP 400)
     │   ├── InvalidQueue         a queue name outside the allowed form
-    │   └── InvalidOption        an option out of range or of the wrong type
+    │   ├── InvalidOption        an option out of range or of the wrong type
+    │   └── WebhookRefused       a webhook URL the SSRF guard refuses
     ├── AuthError                missing or unknown token (401)
     │   └── Forbidden            a known token whose role may not do this (403)
     ├── TaskNotFound             unknown id, or another owner's task (404)
@@ -44,6 +45,10 @@ class InvalidQueue(InvalidRequest):
 
 class InvalidOption(InvalidRequest):
     code = "invalid_option"
+
+
+class WebhookRefused(InvalidRequest):
+    code = "webhook_refused"
 
 
 class AuthError(BrokerError):

@@ -9,7 +9,35 @@ Redis layout (``<p>`` is the prefix, ``inferbox`` unless ``INFERBOX_REDIS_PREFIX
     <p>:queues               SET     every queue name ever used (for stats and reaping)
     <p>:seq                  STRING  submit sequence counter (FIFO order within a priority)
     <p>:idem:<owner>:<hash>  STRING  idempotency key -> task id, expires after IDEMPOTENCY_TTL
-    <p>:events               CHANNEL pub/sub: "queued:<queue>" and "done:<task_id>" wake long-polls
+    <p>:events               CHANNEL pub/sub: "queued:<queue>" and "done:<task_id>" wake long-polls;
+                                     "webhook" wakes the webhook relay
+
+What operators watch, written by the same scripts as the transitions they count (all bounded):
+
+    <p>:stats:<queue>        HASH    counters: submitted, succeeded, failed, redelivered, canceled,
+                                     expired (only ever incremented)
+    <p>:hist:<queue>:<name>  HASH    histogram of <name> (queue_wait, processing, end_to_end): field
+                                     i = observations in bucket i of HISTOGRAM_BUCKETS (not
+                                     cumulative; i = len + 1 is +Inf), "count", "sum" (seconds)
+    <p>:finished:<queue>:<m> STRING  tasks that ended succeeded or failed in minute m (epoch // 60);
+                                     expires after THROUGHPUT_KEEP seconds
+    <p>:workers              ZSET    worker id -> alive until (epoch seconds: its lease deadline or
+                                     WORKER_IDLE_GRACE after its last call); trimmed to WORKERS_MAX
+                                     and to WORKER_FORGET seconds past that time
+    <p>:worker:<worker_id>   HASH    queues, last_seen, tasks_done, tasks_failed, model_version;
+                                     expires WORKER_FORGET seconds after the last call
+    <p>:failures             LIST    newest first: failed attempts as JSON {task_id, queue,
+                                     worker_id, attempt, error, final, at}; at most RECENT_FAILURES
+
+Webhooks (the scripts write events; the relay moves them to rq; deliveries log their attempts):
+
+    <p>:webhook:outbox       LIST    events as JSON {id, task_id, event, at[, progress]}, newest
+                                     first; at most WEBHOOK_OUTBOX_MAX (the oldest drop beyond it)
+    <p>:webhook:relaying     ZSET    events a relay claimed, score = claim time; claimed again by
+                                     another relay after WEBHOOK_RECLAIM seconds
+    <p>:webhook:seq          STRING  message id counter
+    <p>:webhook:log:<task>   LIST    that task's delivery attempts as JSON, oldest first; at most
+                                     WEBHOOK_LOG_MAX
 
 Payloads and results never enter Redis: they live in blob storage under ``inbox/<task_id>`` and
 ``outbox/<task_id>/<lease_id>``.
@@ -42,6 +70,30 @@ IDEMPOTENCY_TTL = 86_400
 RECHECK_INTERVAL = 1.0  # long-polls re-read state this often even without a notification
 REAP_BATCH = 100  # expired leases reaped per take, at most
 
+# Activity kept for the dashboard and /metrics (see the layout above).
+HISTOGRAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+HISTOGRAMS = ("queue_wait", "processing", "end_to_end")
+COUNTERS = ("submitted", "succeeded", "failed", "redelivered", "canceled", "expired")
+THROUGHPUT_KEEP = 900  # seconds a per-minute finished count is kept
+THROUGHPUT_MINUTES = 5  # the dashboard's throughput is averaged over this many minutes
+WORKER_IDLE_GRACE = 30  # a worker counts as alive this long after a call that holds no lease
+WORKER_FORGET = 3_600  # seconds a silent worker stays listed
+WORKERS_MAX = 1_000
+RECENT_FAILURES = 100
+MAX_FAILURE_TEXT = 2_000  # characters of an error kept in the failures list
+
+# Webhooks.
+WEBHOOK_EVENTS = ("completed", "failed", "progress")
+DEFAULT_WEBHOOK_EVENTS = ("completed", "failed")
+WEBHOOK_OUTBOX_MAX = 100_000
+WEBHOOK_RECLAIM = 60  # seconds before a claimed event whose relay died is relayed again
+WEBHOOK_RELAY_BATCH = 100
+WEBHOOK_LOG_MAX = 50
+WEBHOOK_TIMEOUT = 10.0  # seconds one delivery attempt may take
+WEBHOOK_RETRY_DELAYS = (5, 30, 120, 600, 1_800, 3_600)  # seconds before each retry
+WEBHOOK_MAX_URL = 2_048
+WEBHOOK_QUEUE = "webhooks"  # the rq queue is <prefix>-webhooks
+
 INBOX = "inbox"
 OUTBOX = "outbox"
 
@@ -53,6 +105,22 @@ FAILED = "failed"
 CANCELED = "canceled"
 EXPIRED = "expired"
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
+
+
+def lua_constants() -> str:
+    """The defaults the Lua scripts need, as Lua locals (prepended to every script)."""
+    buckets = ", ".join(repr(float(bound)) for bound in HISTOGRAM_BUCKETS)
+    return "\n".join([
+        f"local HISTOGRAM_BUCKETS = {{{buckets}}}",
+        f"local THROUGHPUT_KEEP = {THROUGHPUT_KEEP}",
+        f"local WORKER_IDLE_GRACE = {WORKER_IDLE_GRACE}",
+        f"local WORKER_FORGET = {WORKER_FORGET}",
+        f"local WORKERS_MAX = {WORKERS_MAX}",
+        f"local RECENT_FAILURES = {RECENT_FAILURES}",
+        f"local MAX_FAILURE_TEXT = {MAX_FAILURE_TEXT}",
+        f"local WEBHOOK_OUTBOX_MAX = {WEBHOOK_OUTBOX_MAX}",
+        "",
+    ])
 
 
 def payload_key(task_id: str) -> str:
@@ -89,6 +157,37 @@ class Keys:
     @property
     def events(self) -> str:
         return f"{self.prefix}:events"
+
+    def stats(self, queue: str) -> str:
+        return f"{self.prefix}:stats:{queue}"
+
+    def histogram(self, queue: str, name: str) -> str:
+        return f"{self.prefix}:hist:{queue}:{name}"
+
+    def finished(self, queue: str, minute: int) -> str:
+        return f"{self.prefix}:finished:{queue}:{minute}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def failures(self) -> str:
+        return f"{self.prefix}:failures"
+
+    @property
+    def webhook_outbox(self) -> str:
+        return f"{self.prefix}:webhook:outbox"
+
+    @property
+    def webhook_relaying(self) -> str:
+        return f"{self.prefix}:webhook:relaying"
+
+    def webhook_log(self, task_id: str) -> str:
+        return f"{self.prefix}:webhook:log:{task_id}"
 
     def idempotency(self, owner: str, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]

@@ -60,6 +60,7 @@ class Mailbox:
     def submit(
         self, body: IO[bytes], *, content_type: str, queue: str, owner: str, priority: int,
         max_attempts: int, ttl: int, idempotency_key: str | None = None,
+        webhook_url: str = "", webhook_events: tuple[str, ...] = (),
     ) -> tuple[Task, bool]:  # fmt: skip
         """Store the payload and queue the task; returns (task, created)."""
         if idempotency_key:
@@ -76,7 +77,8 @@ class Mailbox:
         with _storage_errors("store the payload"):
             info = self.store.put(key, body, content_type=content_type, metadata=metadata)
         new = NewTask(queue=queue, owner=owner, content_type=content_type, size=info.size,
-                      priority=priority, max_attempts=max_attempts, ttl=ttl, task_id=task_id)
+                      priority=priority, max_attempts=max_attempts, ttl=ttl, task_id=task_id,
+                      webhook_url=webhook_url, webhook_events=webhook_events)
         try:
             submitted = self.queue.submit(new, idempotency_key)
         except BaseException:

@@ -55,6 +55,7 @@ LEASE_HEADERS = {
     "X-Inferbox-Attempt": _string_header("attempt number, from 1"),
 }
 
+HTML_PAGE = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -85,6 +86,45 @@ SCHEMAS: dict[str, Any] = {
             "content_type": {"type": "string"}, "size": {"type": "integer"},
             "result_content_type": {"type": ["string", "null"]},
             "result_size": {"type": ["integer", "null"]},
+            "webhook": _ref("Webhook"),
+        },
+    },
+    "Webhook": {
+        "type": ["object", "null"],
+        "properties": {
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"enum": list(K.WEBHOOK_EVENTS)}},
+            "deliveries": {"type": "array", "items": {
+                "type": "object",
+                "properties": {"id": {"type": "string"}, "event": {"type": "string"},
+                               "attempt": {"type": "integer"}, "at": {"type": "string"},
+                               "status_code": {"type": ["integer", "null"]},
+                               "error": {"type": ["string", "null"]},
+                               "outcome": {"enum": ["delivered", "retrying", "failed"]}},
+            }},
+        },
+    },
+    "Activity": {
+        "type": "object",
+        "properties": {
+            "queues": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "depth": {"type": "integer"},
+                "in_flight": {"type": "integer"},
+                "oldest_age_seconds": {"type": ["number", "null"]},
+                "finished_per_minute": {"type": "number"},
+                **{name: {"type": "integer"} for name in K.COUNTERS}}}},
+            "workers": {"type": "array", "items": {"type": "object", "properties": {
+                "worker_id": {"type": "string"},
+                "queues": {"type": "array", "items": {"type": "string"}},
+                "last_seen": {"type": "string", "format": "date-time"},
+                "alive": {"type": "boolean"}, "tasks_done": {"type": "integer"},
+                "tasks_failed": {"type": "integer"}, "model_version": {"type": "string"}}}},
+            "failures": {"type": "array", "items": {"type": "object", "properties": {
+                "task_id": {"type": "string"}, "queue": {"type": "string"},
+                "worker_id": {"type": "string"}, "attempt": {"type": "integer"},
+                "error": {"type": "string"}, "final": {"type": "boolean"},
+                "at": {"type": "string", "format": "date-time"}}}},
+            "webhook_backlog": {"type": "integer"},
         },
     },
     "Heartbeat": {
@@ -139,11 +179,16 @@ def _predict() -> dict[str, Any]:
             _param("max_attempts", "query", {**integer, "minimum": 1, "maximum": 100}, "attempts"),
             _param("ttl", "query", {**integer, "minimum": 1}, "seconds it may wait queued"),
             _param("Idempotency-Key", "header", {"type": "string"}, "same key, same task"),
+            _param("webhook", "query", {"type": "string", "format": "uri"},
+                   "http(s) URL to POST signed events to (or X-Inferbox-Webhook)"),
+            _param("webhook_events", "query", {"type": "string"},
+                   "comma-separated: completed, failed, progress (default completed,failed)"),
         ],
         "requestBody": {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": {
             "202": _json("Task", "queued (or replayed for a known Idempotency-Key)"),
-            "400": _error("bad option or queue name"), **AUTH_ERRORS,
+            "400": _error("bad option or queue name, or a webhook URL the guard refuses"),
+            **AUTH_ERRORS,
             "413": _error("payload over the limit"), "503": _error("Redis or storage failed"),
         },
     }}  # fmt: skip
@@ -227,6 +272,17 @@ def _operator_ops() -> dict[str, Any]:
             "200": _json("Health", "healthy"), "503": _json("Health", "Redis or storage down")}}},
         "/queues": {"get": {"summary": "Per-queue depth, in flight, oldest age", "responses": {
             "200": _json("Queues", "every queue used so far"), **AUTH_ERRORS}}},
+        "/activity": {"get": {"summary": "Queues with counters and throughput, workers seen "
+                                         "recently, recent failures", "responses": {
+            "200": _json("Activity", "what the dashboard shows"), **AUTH_ERRORS}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics, computed from Redis", "responses": {
+            "200": {"description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **AUTH_ERRORS}}},
+        "/": {"get": {"summary": "The 'try it' page", "security": [],
+                      "responses": {"200": HTML_PAGE}}},
+        "/dashboard": {"get": {"summary": "The dashboard page (its data needs an admin token)",
+                               "security": [], "responses": {"200": HTML_PAGE}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {}}}}}}},
     }  # fmt: skip

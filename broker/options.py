@@ -9,6 +9,7 @@ import math
 import re
 from typing import Any
 
+from . import keys as K
 from .errors import InvalidOption, InvalidQueue, TaskNotFound
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -94,3 +95,15 @@ def progress(raw: Any) -> tuple[float, str] | None:
     return fraction, message
 
 
+
+
+def webhook_events(raw: Any) -> tuple[str, ...]:
+    """Comma-separated events of ``K.WEBHOOK_EVENTS``; absent: ``K.DEFAULT_WEBHOOK_EVENTS``."""
+    if raw is None or raw == "":
+        return K.DEFAULT_WEBHOOK_EVENTS
+    items = raw.split(",") if isinstance(raw, str) else None
+    events = tuple(dict.fromkeys(item.strip() for item in items or [] if item.strip()))
+    if not events or not set(events) <= set(K.WEBHOOK_EVENTS):
+        known = ", ".join(K.WEBHOOK_EVENTS)
+        raise InvalidOption(f"webhook_events must be comma-separated of {known}")
+    return events

@@ -39,6 +39,8 @@ class NewTask:
     max_attempts: int = K.DEFAULT_MAX_ATTEMPTS
     ttl: int = K.DEFAULT_TTL
     task_id: str = field(default_factory=new_task_id)
+    webhook_url: str = ""
+    webhook_events: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,12 @@ class Submitted:
 class _Scripts:
     """The Lua scripts, each prefixed with ``common.lua`` and registered once (called by SHA)."""
 
-    NAMES = ("submit", "take", "heartbeat", "complete", "fail", "cancel", "settle", "reap", "stats")
+    NAMES = ("submit", "take", "heartbeat", "complete", "fail", "cancel", "settle", "reap", "stats",
+             "webhook_claim")
 
     def __init__(self, client: redis.Redis) -> None:
         folder = resources.files("broker") / "scripts"
-        common = (folder / "common.lua").read_text()
+        common = K.lua_constants() + (folder / "common.lua").read_text()
         for name in self.NAMES:
             source = common + "\n" + (folder / f"{name}.lua").read_text()
             setattr(self, name, client.register_script(source))
@@ -96,6 +99,9 @@ class TaskQueue:
             "expires_at": f"{now + new.ttl:.3f}", "content_type": new.content_type,
             "size": new.size, "payload_key": K.payload_key(new.task_id),
         }  # fmt: skip
+        if new.webhook_url:
+            events = ",".join(new.webhook_events)
+            fields |= {"webhook_url": new.webhook_url, "webhook_events": events}
         flat = [str(part) for pair in fields.items() for part in pair]
         outcome, task_id = self._run(
             "submit", new.task_id, new.queue, new.priority, idem, self.idempotency_ttl, *flat
@@ -181,6 +187,22 @@ class TaskQueue:
     def reap(self, limit: int = K.REAP_BATCH) -> int:
         """Settle up to ``limit`` expired leases now (takes do this by themselves)."""
         return int(self._run("reap", limit))
+
+    def claim_webhook_events(
+        self, limit: int = K.WEBHOOK_RELAY_BATCH, reclaim_after: int = K.WEBHOOK_RECLAIM
+    ) -> list[bytes]:
+        """Claim queued webhook events (JSON) for relaying; ``ack_webhook_event`` each one after.
+
+        An event claimed but never acknowledged is claimed again after ``reclaim_after`` seconds,
+        so a relay that dies loses nothing (and a slow one may cause a duplicate).
+        """
+        return list(self._run("webhook_claim", limit, reclaim_after))
+
+    def ack_webhook_event(self, event: bytes) -> None:
+        try:
+            self.redis.zrem(self.keys.webhook_relaying, event)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
 
     # -- operators ------------------------------------------------------------------------------
 

@@ -23,6 +23,12 @@ INFERBOX_DEFAULT_MAX_ATTEMPTS  attempts per task unless the submit says (3)
 INFERBOX_HOST / INFERBOX_PORT  where ``inferbox-broker`` listens (127.0.0.1 / 8000)
 INFERBOX_WORKERS               server processes (1; must be 1 on the embedded Redis)
 INFERBOX_THREADS               threads per process, i.e. concurrent long-polls (64)
+INFERBOX_WEBHOOK_SECRET        signs webhook deliveries (``whsec_<base64>`` or any string);
+                               unset: submits with a webhook are refused
+INFERBOX_WEBHOOK_ALLOW         comma-separated networks or host names webhooks may call although
+                               they are loopback, private or link-local (none)
+INFERBOX_WEBHOOK_RETRY_DELAYS  seconds before each retry of a failed delivery
+                               (5,30,120,600,1800,3600)
 =============================  ==========================================================
 """
 
@@ -61,6 +67,9 @@ class Settings:
     port: int = 8000
     workers: int = 1
     threads: int = 64
+    webhook_secret: str | None = None
+    webhook_allow: tuple[str, ...] = ()
+    webhook_retry_delays: tuple[int, ...] = K.WEBHOOK_RETRY_DELAYS
 
     @property
     def embedded(self) -> bool:
@@ -76,7 +85,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
         tokens_file = env.text("TOKENS_FILE")
-        return cls(
+        settings = cls(
             redis_url=env.text("REDIS_URL"),
             redis_prefix=env.text("REDIS_PREFIX") or K.DEFAULT_PREFIX,
             storage_url=env.text("STORAGE_URL") or default_storage_url(),
@@ -95,7 +104,21 @@ class Settings:
             port=env.number("PORT", 8000, low=0, high=65535),
             workers=env.number("WORKERS", 1),
             threads=env.number("THREADS", 64),
+            webhook_secret=env.text("WEBHOOK_SECRET"),
+            webhook_allow=env.items("WEBHOOK_ALLOW"),
+            webhook_retry_delays=env.numbers("WEBHOOK_RETRY_DELAYS", K.WEBHOOK_RETRY_DELAYS),
         )
+        settings.check_webhooks()
+        return settings
+
+    def check_webhooks(self) -> None:
+        """Raise SettingsError for a malformed webhook secret or allow-list."""
+        from .webhooks.guard import AddressPolicy
+        from .webhooks.signing import secret_key
+
+        AddressPolicy.from_items(self.webhook_allow)
+        if self.webhook_secret:
+            secret_key(self.webhook_secret)
 
 
 class _Env:
@@ -115,6 +138,18 @@ class _Env:
         if raw not in {"0", "1", "true", "false", "yes", "no", "on", "off"}:
             raise SettingsError(f"{PREFIX}{name} must be a boolean (1/0, true/false), not {raw!r}")
         return raw in {"1", "true", "yes", "on"}
+
+    def numbers(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        """Comma-separated non-negative integers."""
+        if self.text(name) is None:
+            return default
+        try:
+            values = tuple(int(item) for item in self.items(name))
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name} must be comma-separated integers") from None
+        if any(value < 0 for value in values):
+            raise SettingsError(f"{PREFIX}{name} must not be negative")
+        return values
 
     def number(self, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
         raw = self.text(name)

@@ -53,6 +53,8 @@ class Task:
     result_key: str
     result_content_type: str
     result_size: int | None
+    webhook_url: str = ""
+    webhook_events: tuple[str, ...] = ()
 
     @classmethod
     def from_redis(cls, raw: dict[bytes, bytes]) -> Task:
@@ -72,6 +74,8 @@ class Task:
             payload_key=get("payload_key", K.payload_key(f["id"])),
             result_key=get("result_key", ""), result_content_type=get("result_content_type", ""),
             result_size=int(f["result_size"]) if get("result_size") else None,
+            webhook_url=get("webhook_url", ""),
+            webhook_events=tuple(filter(None, get("webhook_events", "").split(","))),
         )  # fmt: skip
 
     @property
@@ -86,8 +90,8 @@ class Task:
             return self.expires_at is not None and self.expires_at <= now
         return False
 
-    def to_doc(self) -> dict[str, Any]:
-        """The status document (docs/api.md)."""
+    def to_doc(self, deliveries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The status document (docs/api.md); ``deliveries``: the webhook's attempts so far."""
         progress = None
         if self.status == K.SUCCEEDED:
             progress = {"fraction": 1.0, "message": self.progress_message}
@@ -104,6 +108,8 @@ class Task:
             "content_type": self.content_type, "size": self.size,
             "result_content_type": self.result_content_type or None,
             "result_size": self.result_size,
+            "webhook": {"url": self.webhook_url, "events": list(self.webhook_events),
+                        "deliveries": deliveries or []} if self.webhook_url else None,
         }  # fmt: skip
 
 

@@ -17,7 +17,8 @@ request worked and the task's outcome is not a result (``TaskError``)::
     │   ├── TaskCanceled          the task ended ``canceled``
     │   ├── TaskExpired           the task waited in its queue past its ttl
     │   └── TaskTimeout           the wait ran out; the task may still finish
-    └── ProtocolError             the broker's answer does not follow docs/api.md
+    ├── ProtocolError             the broker's answer does not follow docs/api.md
+    └── WebhookVerificationError  a webhook delivery's signature or timestamp does not check out
 
 Status codes without a class of their own (405, 415, ...) raise plain ``APIError``.
 """
@@ -42,6 +43,7 @@ __all__ = [
     "TaskExpired",
     "TaskFailed",
     "TaskTimeout",
+    "WebhookVerificationError",
 ]
 
 
@@ -144,3 +146,8 @@ class TaskTimeout(TaskError):
 
 class ProtocolError(InferboxError):
     """The broker's answer is malformed: a missing header, an unparsable body, bad framing."""
+
+
+class WebhookVerificationError(InferboxError):
+    """A webhook delivery is not to be trusted: missing headers, a stale timestamp or a
+    signature that does not match (see ``client_sdk.webhooks.verify``)."""

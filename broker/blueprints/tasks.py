@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import keys as K
 from .. import options
 from ..auth import CLIENT
+from ..errors import WebhookRefused
 from ..task import Task
+from ..webhooks import AddressPolicy, delivery_log
 from .common import authorize, box, mailbox, option, owner_filter, stream_blob
 
 bp = Blueprint("tasks", __name__)
@@ -29,10 +33,12 @@ def predict() -> Response:
     ttl = options.integer("ttl", option("ttl", "X-Inferbox-Ttl"), default=settings.default_ttl,
                           low=1, high=K.MAX_TTL)
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
+    webhook_url, webhook_events = _webhook()
     task, created = mailbox().submit(
         request.stream, content_type=request.content_type or "application/octet-stream",
         queue=queue, owner=principal.owner, priority=priority, max_attempts=max_attempts,
-        ttl=ttl, idempotency_key=idempotency_key or None,
+        ttl=ttl, idempotency_key=idempotency_key or None, webhook_url=webhook_url,
+        webhook_events=webhook_events,
     )  # fmt: skip
     response = jsonify(task.to_doc())
     response.status_code = 202
@@ -42,10 +48,31 @@ def predict() -> Response:
     return response
 
 
+def _webhook() -> tuple[str, tuple[str, ...]]:
+    """The submit's webhook URL (checked by the SSRF guard) and events; ("", ()) for none."""
+    url = option("webhook", "X-Inferbox-Webhook")
+    if not url:
+        return "", ()
+    events = options.webhook_events(option("webhook_events", "X-Inferbox-Webhook-Events"))
+    settings = box().settings
+    if not settings.webhook_secret:
+        raise WebhookRefused("webhooks are off on this broker: it has no INFERBOX_WEBHOOK_SECRET")
+    target = _policy(settings.webhook_allow).check_url(options.text("webhook", url,
+                                                                    max_length=K.WEBHOOK_MAX_URL))
+    return target.url, events
+
+
+@cache
+def _policy(allow: tuple[str, ...]) -> AddressPolicy:
+    return AddressPolicy.from_items(allow)
+
+
 @bp.get("/tasks/<task_id>")
 def status(task_id: str) -> Response:
     principal = authorize(CLIENT)
-    return jsonify(mailbox().task(options.task_id(task_id), owner_filter(principal)).to_doc())
+    task = mailbox().task(options.task_id(task_id), owner_filter(principal))
+    deliveries = delivery_log(mailbox().queue, task.id) if task.webhook_url else None
+    return jsonify(task.to_doc(deliveries))
 
 
 @bp.get("/getresult/<task_id>")

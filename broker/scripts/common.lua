@@ -8,24 +8,105 @@ local function queue_key(q) return prefix .. ':queue:' .. q end
 local function running_key(q) return prefix .. ':running:' .. q end
 local function fmt_time(t) return string.format('%.3f', t) end
 
+-- Activity for the dashboard and /metrics, written with the transitions it counts. The constants
+-- (HISTOGRAM_BUCKETS, WORKERS_MAX, ...) come from broker/keys.py, prepended to every script.
+local function count(queue, what)
+  redis.call('HINCRBY', prefix .. ':stats:' .. queue, what, 1)
+end
+
+local function observe(queue, name, seconds)
+  seconds = math.max(0, seconds or 0)
+  local bucket = #HISTOGRAM_BUCKETS + 1
+  for i, bound in ipairs(HISTOGRAM_BUCKETS) do
+    if seconds <= bound then bucket = i break end
+  end
+  local hk = prefix .. ':hist:' .. queue .. ':' .. name
+  redis.call('HINCRBY', hk, tostring(bucket), 1)
+  redis.call('HINCRBY', hk, 'count', 1)
+  redis.call('HINCRBYFLOAT', hk, 'sum', string.format('%.6f', seconds))
+end
+
+local function count_finished(queue)
+  local key = prefix .. ':finished:' .. queue .. ':' .. string.format('%d', math.floor(now / 60))
+  redis.call('INCR', key)
+  redis.call('EXPIRE', key, THROUGHPUT_KEEP)
+end
+
+-- A worker called: it counts as alive until `alive_until` (never earlier than it already did).
+-- `...` are extra field/value pairs for its hash.
+local function touch_worker(worker, alive_until, ...)
+  if not worker or worker == '' then return end
+  local workers = prefix .. ':workers'
+  local until_ = math.max(alive_until, tonumber(redis.call('ZSCORE', workers, worker) or 0) or 0)
+  redis.call('ZADD', workers, fmt_time(until_), worker)
+  local wk = prefix .. ':worker:' .. worker
+  redis.call('HSET', wk, 'last_seen', fmt_time(now), ...)
+  redis.call('EXPIRE', wk, math.ceil(until_ - now) + WORKER_FORGET)
+  redis.call('ZREMRANGEBYSCORE', workers, '-inf', '(' .. fmt_time(now - WORKER_FORGET))
+  redis.call('ZREMRANGEBYRANK', workers, 0, -(WORKERS_MAX + 1))
+end
+
+local function count_for_worker(worker, what)
+  local wk = prefix .. ':worker:' .. (worker or '')
+  if worker and worker ~= '' and redis.call('EXISTS', wk) == 1 then
+    redis.call('HINCRBY', wk, what, 1)
+  end
+end
+
+local function record_failure(id, queue, worker, attempt, error_text, final)
+  local entry = cjson.encode({task_id = id, queue = queue, worker_id = worker or '',
+                              attempt = tonumber(attempt) or 0, final = final, at = now,
+                              error = string.sub(error_text or '', 1, MAX_FAILURE_TEXT)})
+  redis.call('LPUSH', prefix .. ':failures', entry)
+  redis.call('LTRIM', prefix .. ':failures', 0, RECENT_FAILURES - 1)
+end
+
+-- Queue a webhook event for the relay when the task asked for this kind (`wanted`: completed,
+-- failed or progress); `kind` names it in the delivered body (task.<kind>).
+local function webhook_event(tk, id, wanted, kind, progress)
+  local subscribed = redis.call('HGET', tk, 'webhook_events')
+  if not subscribed or not string.find(',' .. subscribed .. ',', ',' .. wanted .. ',', 1, true) then
+    return
+  end
+  local seq = redis.call('INCR', prefix .. ':webhook:seq')
+  local item = {id = 'msg_' .. id .. '_' .. seq, task_id = id, event = kind, at = now}
+  if progress then item.progress = progress end
+  local outbox = prefix .. ':webhook:outbox'
+  redis.call('LPUSH', outbox, cjson.encode(item))
+  redis.call('LTRIM', outbox, 0, WEBHOOK_OUTBOX_MAX - 1)
+  redis.call('PUBLISH', events, 'webhook')
+end
+
+local EVENT_OF = {succeeded = 'completed', failed = 'failed', canceled = 'canceled', expired = 'expired'}
+
 local function finish(tk, id, status, error_text)
   redis.call('HSET', tk, 'status', status, 'finished_at', fmt_time(now))
   if error_text then redis.call('HSET', tk, 'error', error_text) end
   redis.call('PUBLISH', events, 'done:' .. id)
+  local t = redis.call('HMGET', tk, 'queue', 'created_at')
+  count(t[1], status)
+  if status == 'succeeded' then observe(t[1], 'end_to_end', now - tonumber(t[2])) end
+  if status == 'succeeded' or status == 'failed' then count_finished(t[1]) end
+  webhook_event(tk, id, status == 'succeeded' and 'completed' or 'failed', EVENT_OF[status], nil)
 end
 
 local function requeue(tk, id, queue, error_text)
   local score = redis.call('HGET', tk, 'score')
-  redis.call('HSET', tk, 'status', 'queued', 'lease_id', '', 'lease_deadline', '', 'error', error_text)
+  redis.call('HSET', tk, 'status', 'queued', 'lease_id', '', 'lease_deadline', '', 'error', error_text,
+             'queued_at', fmt_time(now))
   redis.call('ZADD', queue_key(queue), score, id)
   redis.call('PUBLISH', events, 'queued:' .. queue)
+  count(queue, 'redelivered')
 end
 
 -- An attempt ended without a result: back to the queue while attempts remain, else failed.
 local function end_attempt(tk, id, error_text, retryable)
-  local t = redis.call('HMGET', tk, 'queue', 'attempts', 'max_attempts')
+  local t = redis.call('HMGET', tk, 'queue', 'attempts', 'max_attempts', 'worker_id')
   redis.call('ZREM', running_key(t[1]), id)
-  if retryable and tonumber(t[2]) < tonumber(t[3]) then
+  local again = retryable and tonumber(t[2]) < tonumber(t[3])
+  record_failure(id, t[1], t[4], t[2], error_text, not again)
+  count_for_worker(t[4], 'tasks_failed')
+  if again then
     requeue(tk, id, t[1], error_text)
     return 'queued'
   end

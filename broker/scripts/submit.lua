@@ -13,6 +13,7 @@ redis.call('HSET', tk, 'score', score, 'status', 'queued', 'attempts', '0', 'lea
            'lease_deadline', '', 'created_at', fmt_time(now), unpack(ARGV, 8))
 redis.call('ZADD', queue_key(queue), score, id)
 redis.call('SADD', prefix .. ':queues', queue)
+count(queue, 'submitted')
 if idem ~= '' then redis.call('SET', idem, id, 'EX', idem_ttl) end
 redis.call('PUBLISH', events, 'queued:' .. queue)
 return {'created', id}

@@ -20,9 +20,14 @@ for qi = 1, nq do
                  'lease_seconds', lease, 'started_at', fmt_time(now), 'worker_id', worker,
                  'progress_fraction', '', 'progress_message', '')
       redis.call('ZADD', running_key(q), deadline, id)
-      local t = redis.call('HMGET', tk, 'content_type', 'size')
+      local t = redis.call('HMGET', tk, 'content_type', 'size', 'queued_at', 'created_at')
+      observe(q, 'queue_wait', now - tonumber(t[3] or t[4]))
       table.insert(taken, {id, lease_id, deadline, tostring(attempt), q, t[1], t[2]})
     end
   end
 end
+local names = {}
+for qi = 1, nq do names[qi] = ARGV[7 + qi] end
+touch_worker(worker, now + (#taken > 0 and math.max(lease, WORKER_IDLE_GRACE) or WORKER_IDLE_GRACE),
+             'queues', table.concat(names, ','))
 return taken

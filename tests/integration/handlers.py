@@ -26,3 +26,10 @@ def poison(payload: dict[str, Any]) -> dict[str, Any]:
     if payload.get("poison"):
         raise ValueError("poison pill: this input always breaks the model")
     return {"value": payload["value"] * 2}
+
+
+def describe(payload: Any) -> dict[str, Any]:
+    """What arrived, decoded: its Python type and the value itself (bytes by their length)."""
+    if isinstance(payload, bytes):
+        return {"kind": "bytes", "length": len(payload)}
+    return {"kind": type(payload).__name__, "echo": payload}
