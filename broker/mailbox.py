@@ -190,6 +190,11 @@ class Mailbox:
         self.queue.fail(task_id, lease_id, error[:MAX_ERROR_CHARS], retryable=retryable)
         return self.queue.get(task_id)
 
+    def release(self, task_id: str, lease_id: str) -> Task:
+        """Back to the queue without counting the attempt (the worker is stopping)."""
+        self.queue.release(task_id, lease_id)
+        return self.queue.get(task_id)
+
     # -- operators ------------------------------------------------------------------------------
 
     def health(self) -> dict[str, str]:

@@ -91,6 +91,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"lease_id": {"type": "string"}, "progress": _ref("Progress")},
     },
+    "Release": {"type": "object", "properties": {"lease_id": {"type": "string"}}},
     "HeartbeatAnswer": {
         "type": "object", "required": ["canceled"],
         "properties": {"lease_deadline": NULLABLE_TIME, "canceled": {"type": "boolean"}},
@@ -185,8 +186,16 @@ def _task_ops() -> dict[str, Any]:
                       "400": _error("missing lease id or bad progress"), **AUTH_ERRORS,
                       "404": _error("unknown task"), "409": _error("lease lost")},
     }}
+    release = {"post": {
+        "summary": "Give the task back to its queue without counting the attempt",
+        "parameters": [TASK_ID], "requestBody": {"content": {JSON: {"schema": _ref("Release")}}},
+        "responses": {"200": _json("Task", "queued again, at its old place"),
+                      "400": _error("missing lease id"), **AUTH_ERRORS,
+                      "404": _error("unknown task"), "409": _error("lease lost or task final")},
+    }}
     return {"/tasks/{task_id}": status, "/tasks/{task_id}/cancel": cancel,
-            "/tasks/{task_id}/heartbeat": heartbeat}  # fmt: skip
+            "/tasks/{task_id}/heartbeat": heartbeat,
+            "/tasks/{task_id}/release": release}  # fmt: skip
 
 
 def _worker_ops() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The task state machine: submit, take, heartbeat, complete, fail, cancel, settle and reap.
+"""The task state machine: submit, take, heartbeat, complete, fail, release, cancel, settle, reap.
 
 This module is the only place task state changes. It speaks to Redis and to nothing else: no HTTP,
 no blob storage. Every transition is one Lua script (``broker/scripts/``), so it is atomic: two
@@ -50,7 +50,10 @@ class Submitted:
 class _Scripts:
     """The Lua scripts, each prefixed with ``common.lua`` and registered once (called by SHA)."""
 
-    NAMES = ("submit", "take", "heartbeat", "complete", "fail", "cancel", "settle", "reap", "stats")
+    NAMES = (
+        "submit", "take", "heartbeat", "complete", "fail", "release", "cancel", "settle", "reap",
+        "stats",
+    )
 
     def __init__(self, client: redis.Redis) -> None:
         folder = resources.files("broker") / "scripts"
@@ -175,6 +178,16 @@ class TaskQueue:
         outcome, *rest = self._run("fail", task_id, lease_id, error, "1" if retryable else "0")
         if outcome == b"duplicate":
             return K.FAILED
+        self._check(outcome, rest, task_id)
+        return rest[0].decode()
+
+    def release(self, task_id: str, lease_id: str) -> str:
+        """Give the leased task back to its queue, at its old place, without counting the attempt.
+
+        For a worker that stops before it can start or finish the task. Returns ``queued``;
+        raises LeaseLost for a stale lease and TaskFinished when the task already ended.
+        """
+        outcome, *rest = self._run("release", task_id, lease_id)
         self._check(outcome, rest, task_id)
         return rest[0].decode()
 

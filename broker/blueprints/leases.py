@@ -1,4 +1,4 @@
-"""Leases, as workers see them: take tasks, heartbeat, post results."""
+"""Leases, as workers see them: take tasks, heartbeat, post results, release."""
 
 from __future__ import annotations
 
@@ -105,6 +105,14 @@ def heartbeat(task_id: str) -> Response:
     progress = options.progress(body.get("progress"))
     deadline, canceled = mailbox().heartbeat(options.task_id(task_id), lease_id, progress)
     return jsonify({"lease_deadline": None if canceled else iso(deadline), "canceled": canceled})
+
+
+@bp.post("/tasks/<task_id>/release")
+def release(task_id: str) -> Response:
+    authorize(WORKER)
+    body = json_body()
+    lease_id = options.text("lease_id", body.get("lease_id") or _lease_id(), max_length=64)
+    return jsonify(mailbox().release(options.task_id(task_id), lease_id).to_doc())
 
 
 @bp.post("/puttaskresult/<task_id>")

@@ -361,3 +361,46 @@ def test_unstorable_content_type_is_400_not_503(http, store):
     response = http.post("/predict", data=b"x", headers=headers)
     assert_error(response, 400, "bad_request")
     assert list(store.list("")) == []
+
+
+def test_release_puts_the_task_back_for_another_worker_at_once(http):
+    task_id = submit(http)
+    lease_id = take(http).headers["X-Inferbox-Lease-Id"]
+    released = http.post(f"/tasks/{task_id}/release", headers=WORKER, json={"lease_id": lease_id})
+    assert released.status_code == 200
+    assert (released.json["status"], released.json["attempts"]) == ("queued", 0)
+    again = take(http, worker_id="w2")
+    assert again.headers["X-Inferbox-Task-Id"] == task_id
+    assert again.headers["X-Inferbox-Attempt"] == "1"  # the released attempt did not count
+
+
+def test_release_wakes_a_waiting_take(http, app):
+    task_id = submit(http)
+    lease_id = take(http).headers["X-Inferbox-Lease-Id"]
+    answers = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        app.test_client().post("/getnexttask", headers=WORKER, query_string={"wait": 20})))
+    waiter.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    http.post(f"/tasks/{task_id}/release", headers={**WORKER, "X-Inferbox-Lease-Id": lease_id})
+    waiter.join(timeout=20)
+    assert answers[0].status_code == 200 and answers[0].headers["X-Inferbox-Task-Id"] == task_id
+    assert time.monotonic() - started < 5  # woken by the release, not by the wait running out
+
+
+def test_bad_releases_change_nothing(http):
+    task_id = submit(http)
+    lease_id = take(http).headers["X-Inferbox-Lease-Id"]
+    assert_error(http.post(f"/tasks/{task_id}/release", headers=WORKER, json={}), 400,
+                 "bad_request")  # fmt: skip
+    assert_error(http.post(f"/tasks/{task_id}/release", headers=WORKER,
+                           json={"lease_id": "not-the-lease"}), 409, "lease_lost")  # fmt: skip
+    assert_error(http.post(f"/tasks/{task_id}/release", headers=CLIENT,
+                           json={"lease_id": lease_id}), 403, "forbidden")  # fmt: skip
+    assert_error(http.post("/tasks/" + "Z" * 22 + "/release", headers=WORKER,
+                           json={"lease_id": lease_id}), 404, "not_found")  # fmt: skip
+    http.post(f"/tasks/{task_id}/cancel", headers=CLIENT)
+    assert_error(http.post(f"/tasks/{task_id}/release", headers=WORKER,
+                           json={"lease_id": lease_id}), 409, "task_finished")  # fmt: skip
+    assert http.get(f"/tasks/{task_id}", headers=CLIENT).json["status"] == "canceled"

@@ -233,3 +233,59 @@ def test_racing_takers_never_share_a_task(queue):
         thread.join()
     assert sorted(taken) == sorted(ids)
     assert all(queue.get(task_id).status == K.RUNNING for task_id in ids)
+
+
+def test_release_returns_the_task_to_its_place_without_counting_the_attempt(queue):
+    first, second = submit(queue), submit(queue)
+    lease = take_one(queue)
+    assert lease.task_id == first
+    queue.heartbeat(first, lease.lease_id, (0.3, "warming up"))
+    assert queue.release(first, lease.lease_id) == "queued"
+    task = queue.get(first)
+    assert (task.status, task.attempts, task.lease_id) == ("queued", 0, "")
+    assert task.progress_fraction is None
+    assert queue.stats()[0].in_flight == 0
+    again = take_one(queue, worker="w2")  # its old place: ahead of the task submitted after it
+    assert (again.task_id, again.attempt) == (first, 1)
+    assert queue.get(second).status == "queued"
+
+
+def test_release_needs_the_live_lease_and_a_running_task(queue, clock):
+    task_id = submit(queue)
+    lease = take_one(queue, lease=5)
+    with pytest.raises(LeaseLost):
+        queue.release(task_id, "not-the-lease")
+    clock.advance(6)
+    take_one(queue, worker="w2")  # the lapsed lease went to another worker
+    with pytest.raises(LeaseLost):
+        queue.release(task_id, lease.lease_id)
+    assert queue.get(task_id).attempts == 2
+
+
+def test_release_of_a_canceled_or_finished_task_changes_nothing(queue):
+    canceled, done = submit(queue), submit(queue)
+    first, second = queue.take(["q"], max_tasks=2, lease_seconds=10, worker_id="w")
+    queue.cancel(canceled)
+    with pytest.raises(TaskFinished):
+        queue.release(canceled, first.lease_id)
+    queue.complete(done, second.lease_id, result_key="r", content_type="x", size=1)
+    with pytest.raises(TaskFinished):
+        queue.release(done, second.lease_id)
+    assert (queue.get(canceled).status, queue.get(done).status) == ("canceled", "succeeded")
+    with pytest.raises(TaskNotFound):
+        queue.release("x" * 22, "lease")
+
+
+def test_release_wakes_waiting_takers(queue, any_redis):
+    task_id = submit(queue)
+    lease = take_one(queue)
+    pubsub = any_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(queue.keys.events)
+    queue.release(task_id, lease.lease_id)
+    message = None
+    for _ in range(50):
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            break
+    pubsub.close()
+    assert message is not None and message["data"] == b"queued:q"
