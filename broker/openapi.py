@@ -91,6 +91,14 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"lease_id": {"type": "string"}, "progress": _ref("Progress")},
     },
+    "Results": {
+        "type": "object", "required": ["results"],
+        "properties": {"results": {"type": "array", "items": {"oneOf": [
+            _ref("Task"),
+            {"type": "object", "required": ["task_id", "error", "message"],
+             "properties": {"task_id": {"type": "string"}, "error": {"type": "string"},
+                            "message": {"type": "string"}}}]}}},
+    },
     "Release": {"type": "object", "properties": {"lease_id": {"type": "string"}}},
     "HeartbeatAnswer": {
         "type": "object", "required": ["canceled"],
@@ -227,7 +235,18 @@ def _worker_ops() -> dict[str, Any]:
                       "404": _error("unknown task"), "409": _error("lease lost or task final"),
                       "413": _error("result over the limit")},
     }}
-    return {"/getnexttask": take, "/puttaskresult/{task_id}": put}  # fmt: skip
+    put_many = {"post": {
+        "summary": "Post several results at once: one multipart/mixed part per task",
+        "parameters": [_param("X-Inferbox-Model-Version", "header", {"type": "string"},
+                              "stored with every result whose part does not say otherwise")],
+        "requestBody": {"content": {"multipart/mixed": {"schema": {"type": "string",
+                                                                   "format": "binary"}}}},
+        "responses": {"200": _json("Results", "one entry per part, in order"),
+                      "400": _error("bad framing, or a part without task and lease ids"),
+                      **AUTH_ERRORS, "413": _error("body over the limit")},
+    }}
+    return {"/getnexttask": take, "/puttaskresult/{task_id}": put,
+            "/puttaskresults": put_many}  # fmt: skip
 
 
 def _operator_ops() -> dict[str, Any]:

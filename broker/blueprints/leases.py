@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from storage import Blob
 
 from .. import keys as K
-from .. import options
+from .. import multipart, options
 from ..auth import WORKER
-from ..errors import InvalidRequest
+from ..errors import Conflict, InvalidRequest, TaskNotFound
 from ..task import Lease, iso
 from .common import authorize, box, json_body, mailbox, option, stream_blob
 
@@ -121,8 +124,10 @@ def puttaskresult(task_id: str) -> Response:
     task_id = options.task_id(task_id)
     lease_id = _lease_id()
     content_type = request.content_type or "application/octet-stream"
-    if content_type.split(";")[0].strip().lower() == ERROR_MEDIA_TYPE:
-        error, retryable = _error_document()
+    if _is_error_document(content_type):
+        if (request.content_length or 0) > MAX_ERROR_DOC:
+            raise InvalidRequest(f"an error document must be at most {MAX_ERROR_DOC} bytes")
+        error, retryable = _error_document(request.get_data())
         task = mailbox().fail(task_id, lease_id, error, retryable=retryable)
     else:
         model_version = options.text(
@@ -133,11 +138,69 @@ def puttaskresult(task_id: str) -> Response:
     return jsonify(task.to_doc())
 
 
-def _error_document() -> tuple[str, bool]:
-    if (request.content_length or 0) > MAX_ERROR_DOC:
-        raise InvalidRequest(f"an error document must be at most {MAX_ERROR_DOC} bytes")
+@bp.post("/puttaskresults")
+def puttaskresults() -> Response:
+    """Several results in one request: one multipart/mixed part per task, each recorded alone."""
+    authorize(WORKER)
+    parts = multipart.parse(request.content_type or "", request.get_data(),
+                            max_parts=K.MAX_TASKS_PER_TAKE)  # fmt: skip
+    default_version = request.headers.get("X-Inferbox-Model-Version")
+    batch = [_ResultPart.read(part, default_version) for part in parts]  # all checked first
+    return jsonify({"results": [item.record() for item in batch]})
+
+
+@dataclass(frozen=True)
+class _ResultPart:
+    task_id: str
+    lease_id: str
+    content_type: str
+    model_version: str
+    body: bytes
+    error: tuple[str, bool] | None
+
+    @classmethod
+    def read(cls, part: multipart.Part, default_version: str | None) -> _ResultPart:
+        headers = part.headers
+        lease_id = headers.get("x-inferbox-lease-id")
+        if not lease_id:
+            raise InvalidRequest("every part needs X-Inferbox-Task-Id and X-Inferbox-Lease-Id")
+        content_type = headers.get("content-type") or "application/octet-stream"
+        error = None
+        if _is_error_document(content_type):
+            if len(part.body) > MAX_ERROR_DOC:
+                raise InvalidRequest(f"an error document must be at most {MAX_ERROR_DOC} bytes")
+            error = _error_document(part.body)
+        return cls(
+            task_id=options.task_id(headers.get("x-inferbox-task-id", "")),
+            lease_id=options.text("lease_id", lease_id, max_length=64),
+            content_type=options.text("Content-Type", content_type, max_length=1024),
+            model_version=options.text("X-Inferbox-Model-Version",
+                                       headers.get("x-inferbox-model-version", default_version)),
+            body=part.body, error=error,
+        )  # fmt: skip
+
+    def record(self) -> dict[str, Any]:
+        """The task's status document, or ``{task_id, error, message}`` for a refused part."""
+        try:
+            if self.error:
+                task = mailbox().fail(self.task_id, self.lease_id, self.error[0],
+                                      retryable=self.error[1])  # fmt: skip
+            else:
+                task = mailbox().complete(self.task_id, self.lease_id, io.BytesIO(self.body),
+                                          content_type=self.content_type,
+                                          model_version=self.model_version)  # fmt: skip
+        except (Conflict, TaskNotFound) as exc:
+            return {"task_id": self.task_id, "error": exc.code, "message": exc.message}
+        return task.to_doc()
+
+
+def _is_error_document(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == ERROR_MEDIA_TYPE
+
+
+def _error_document(raw: bytes) -> tuple[str, bool]:
     try:
-        doc = json.loads(request.get_data() or b"{}")
+        doc = json.loads(raw or b"{}")
     except ValueError as exc:
         raise InvalidRequest(f"the error document is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("error"), str) or not doc["error"]:
