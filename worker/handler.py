@@ -132,15 +132,20 @@ def _takes_context(fn: Handler) -> bool:
 
 @dataclass
 class Outcome:
-    """What a batch produced: one body per task (None: canceled, drop it) and the model time."""
+    """What a batch produced: one body per task (None: canceled, drop it), the tasks never
+    started because the worker is stopping (hand them back), and the model time."""
 
     bodies: list[Encoded | None]
+    unstarted: list[TakenTask]
     busy_seconds: float
 
 
-def execute(spec: HandlerSpec, tasks: list[TakenTask], keeper: LeaseKeeper) -> Outcome:
+def execute(
+    spec: HandlerSpec, tasks: list[TakenTask], keeper: LeaseKeeper,
+    stopping: Callable[[], bool] = lambda: False,
+) -> Outcome:  # fmt: skip
     """Run the handler on ``tasks``; never raises for what the handler does (KeyboardInterrupt
-    aside)."""
+    aside). A per-task handler starts no new task of the batch once ``stopping()``."""
     bodies: list[Encoded | None] = [None] * len(tasks)
     ready: list[int] = []
     inputs: list[Any] = []
@@ -158,11 +163,16 @@ def execute(spec: HandlerSpec, tasks: list[TakenTask], keeper: LeaseKeeper) -> O
     if spec.batched and inputs:
         outputs = _call_batched(spec, inputs, contexts)
     else:
-        outputs = [_call_one(spec, value, ctx) for value, ctx in zip(inputs, contexts, strict=True)]
+        outputs = []
+        for value, ctx in zip(inputs, contexts, strict=True):
+            if stopping():
+                break
+            outputs.append(_call_one(spec, value, ctx))
     busy = time.perf_counter() - started
-    for i, output in zip(ready, outputs, strict=True):
+    for i, output in zip(ready, outputs, strict=False):
         bodies[i] = _encode(output, spec.result_type)
-    return Outcome(bodies, busy)
+    unstarted = [tasks[i] for i in ready[len(outputs):]]
+    return Outcome(bodies, unstarted, busy)
 
 
 _CANCELED = object()

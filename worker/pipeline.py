@@ -151,16 +151,24 @@ class Run:
                     raise item
                 return None
             self.slots.release()  # the fetcher may take the next batch while this one runs
+            if self.stopped.is_set():  # stopped meanwhile: not ours to start any more
+                self._release(item, self._main_api)
+                return None
             return item
 
     def _compute(self, batch: list[TakenTask]) -> None:
         self.stats.batch_started(len(batch))
         self.keeper.set_active(batch, True)
         started = time.monotonic()
-        outcome = execute(self.spec, batch, self.keeper)
+        outcome = execute(self.spec, batch, self.keeper, self.stopped.is_set)
         self.keeper.set_active(batch, False)
         self.stats.batch_ended(outcome.busy_seconds)
-        finished = _Finished(batch, outcome.bodies, started)
+        if outcome.unstarted:
+            self._release(outcome.unstarted, self._main_api)
+        started_tasks = [task for task in batch if task not in outcome.unstarted]
+        bodies = [body for task, body in zip(batch, outcome.bodies, strict=True)
+                  if task not in outcome.unstarted]  # fmt: skip
+        finished = _Finished(started_tasks, bodies, started)
         if self.worker.pipeline:
             self.done.put(finished)
         else:
@@ -219,8 +227,25 @@ class Run:
         except BaseException as exc:
             self.ready.put(exc)
         finally:
+            if self.stopped.is_set():
+                self._release_fetched_ahead(api)
             self.ready.put(None)
             api.close()
+
+    def _release_fetched_ahead(self, api: BrokerAPI) -> None:
+        """On stop, batches waiting for the model go back to the queue now, not after the batch
+        in hand is done."""
+        while True:
+            try:
+                item = self.ready.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, list):
+                held = {task.id for task in self.keeper.held()}
+                self._release([task for task in item if task.id in held], api)
+            else:
+                self.ready.put(item)  # an error for the calling thread: leave it there
+                return
 
     # -- posting ----------------------------------------------------------------------------------
 
@@ -332,7 +357,10 @@ class Run:
         self._stop_posting_until = time.monotonic() + _STOP_POST_SECONDS
         if self.worker.pipeline:
             self.done.put(None)
-            self._threads[1].join()  # the poster; the fetcher hands back what it takes late
+            self._threads[1].join()  # the poster
+            # The fetcher ends within a tick, unless a long poll holds it: then it hands back
+            # what that poll brings, by itself.
+            self._threads[0].join(timeout=2 * _POLL)
         unfinished = [task for task in self.keeper.held() if not self.keeper.lost(task)]
         if unfinished:
             self._release(unfinished, self._main_api)
@@ -343,6 +371,8 @@ class Run:
             self._line.close()
 
     def _release(self, tasks: list[TakenTask], api: BrokerAPI) -> None:
+        if not tasks:
+            return
         released = 0
         for task in tasks:
             try:

@@ -309,3 +309,34 @@ def test_threads_do_not_outlive_the_run(broker) -> None:
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert threading.active_count() == before
+
+
+def test_stop_hands_back_unstarted_tasks_at_once_not_after_the_batch(broker) -> None:
+    tasks = [(f"T{i}", b"1", "application/json") for i in range(4)]
+    broker.add(responses.POST, TAKE, **take_answer(tasks[:2]))
+    broker.add(responses.POST, TAKE, **take_answer(tasks[2:]))
+    for task_id, _, _ in tasks:
+        broker.add(responses.POST, f"{BROKER}/tasks/{task_id}/release", json={"status": "queued"})
+    broker.add(responses.POST, f"{BROKER}/puttaskresult/T0", json={"status": "succeeded"})
+    worker = Worker(BROKER, batch_size=2)
+    released_at = {}
+
+    def one_at_a_time(payload):  # per task, in batches of two
+        deadline = time.monotonic() + 5
+        while len([c for c in broker.calls if c.request.url.startswith(TAKE)]) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        worker.stop(wait=False)
+        deadline = time.monotonic() + 5
+        while len(released_at) < 2 and time.monotonic() < deadline:  # T2, T3: fetched ahead
+            released_at.update({c.request.url.split("/")[-2]: time.monotonic()
+                                for c in broker.calls if c.request.url.endswith("/release")})
+            time.sleep(0.01)
+        return payload
+
+    stats = worker.run(one_at_a_time, batched=False)
+    assert sorted(released_at) == ["T2", "T3"]  # released while T0 was still in the handler
+    released = sorted(c.request.url.split("/")[-2] for c in broker.calls
+                      if c.request.url.endswith("/release"))  # fmt: skip
+    assert released == ["T1", "T2", "T3"]  # T1, never started, goes back too
+    assert (stats.succeeded, stats.released) == (1, 3)
