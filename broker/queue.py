@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from . import keys as K
-from .errors import LeaseLost, TaskFinished, TaskNotFound, Unavailable
+from .errors import BrokerError, LeaseLost, TaskFinished, TaskNotFound, Unavailable
 from .task import Lease, QueueStats, Task, new_task_id
 
 
@@ -39,6 +39,18 @@ class NewTask:
     max_attempts: int = K.DEFAULT_MAX_ATTEMPTS
     ttl: int = K.DEFAULT_TTL
     task_id: str = field(default_factory=new_task_id)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One attempt's result, for ``complete_many``."""
+
+    task_id: str
+    lease_id: str
+    result_key: str
+    content_type: str
+    size: int
+    model_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,43 @@ class TaskQueue:
             return False
         self._check(outcome, rest, task_id)
         return True
+
+    def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
+        """Several tasks read in one round trip (None for an unknown id), settled like ``get``."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hgetall(self.keys.task(task_id))
+            raws = pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+        tasks = [Task.from_redis(raw) if raw else None for raw in raws]
+        now = self.clock()
+        return [self.get(task.id) if task is not None and task.is_overdue(now) else task
+                for task in tasks]  # fmt: skip
+
+    def complete_many(self, results: Sequence[Completion]) -> list[bool | BrokerError]:
+        """``complete`` for several attempts in one round trip; each is still its own atomic
+        script. Per result: True, False (this lease already recorded one) or the error."""
+        pipe = self.redis.pipeline(transaction=False)
+        now = f"{self.clock():.3f}"
+        complete = self._scripts.complete  # type: ignore[attr-defined]  # set in _Scripts
+        for r in results:
+            complete(args=[self.keys.prefix, now, r.task_id, r.lease_id, r.result_key,
+                                         r.content_type, r.size, r.model_version],
+                                   client=pipe)  # fmt: skip
+        try:
+            answers = pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed during complete: {exc}") from exc
+        outcomes: list[bool | BrokerError] = []
+        for r, (outcome, *rest) in zip(results, answers, strict=True):
+            try:
+                self._check(outcome, rest, r.task_id)
+                outcomes.append(outcome != b"duplicate")
+            except BrokerError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def fail(self, task_id: str, lease_id: str, error: str, *, retryable: bool = True) -> str:
         """Fail the attempt; returns the task's new status (``queued`` or ``failed``)."""

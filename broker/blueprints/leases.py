@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 from collections.abc import Iterator
@@ -16,8 +15,9 @@ from storage import Blob
 from .. import keys as K
 from .. import multipart, options
 from ..auth import WORKER
-from ..errors import Conflict, InvalidRequest, TaskNotFound
-from ..task import Lease, iso
+from ..errors import BrokerError, Conflict, InvalidRequest, TaskNotFound
+from ..mailbox import ResultUpload
+from ..task import Lease, Task, iso
 from .common import authorize, box, json_body, mailbox, option, stream_blob
 
 bp = Blueprint("leases", __name__)
@@ -146,7 +146,19 @@ def puttaskresults() -> Response:
                             max_parts=K.MAX_TASKS_PER_TAKE)  # fmt: skip
     default_version = request.headers.get("X-Inferbox-Model-Version")
     batch = [_ResultPart.read(part, default_version) for part in parts]  # all checked first
-    return jsonify({"results": [item.record() for item in batch]})
+    results = [item.upload() for item in batch if item.error is None]
+    completed = iter(mailbox().complete_many(results))
+    return jsonify({"results": [
+        item.record() if item.error else _result_doc(item.task_id, next(completed))
+        for item in batch]})  # fmt: skip
+
+
+def _result_doc(task_id: str, outcome: Task | BrokerError) -> dict[str, Any]:
+    if isinstance(outcome, (Conflict, TaskNotFound)):
+        return {"task_id": task_id, "error": outcome.code, "message": outcome.message}
+    if isinstance(outcome, BrokerError):
+        raise outcome
+    return outcome.to_doc()
 
 
 @dataclass(frozen=True)
@@ -179,16 +191,17 @@ class _ResultPart:
             body=part.body, error=error,
         )  # fmt: skip
 
+    def upload(self) -> ResultUpload:
+        return ResultUpload(self.task_id, self.lease_id, self.body, self.content_type,
+                            self.model_version)  # fmt: skip
+
     def record(self) -> dict[str, Any]:
-        """The task's status document, or ``{task_id, error, message}`` for a refused part."""
+        """Fail the attempt with this part's error document: the task's status document, or
+        ``{task_id, error, message}`` when refused."""
+        assert self.error is not None
         try:
-            if self.error:
-                task = mailbox().fail(self.task_id, self.lease_id, self.error[0],
-                                      retryable=self.error[1])  # fmt: skip
-            else:
-                task = mailbox().complete(self.task_id, self.lease_id, io.BytesIO(self.body),
-                                          content_type=self.content_type,
-                                          model_version=self.model_version)  # fmt: skip
+            task = mailbox().fail(self.task_id, self.lease_id, self.error[0],
+                                  retryable=self.error[1])  # fmt: skip
         except (Conflict, TaskNotFound) as exc:
             return {"task_id": self.task_id, "error": exc.code, "message": exc.message}
         return task.to_doc()

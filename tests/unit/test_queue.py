@@ -289,3 +289,22 @@ def test_release_wakes_waiting_takers(queue, any_redis):
             break
     pubsub.close()
     assert message is not None and message["data"] == b"queued:q"
+
+
+def test_complete_many_records_each_result_on_its_own(queue, clock):
+    from broker.queue import Completion
+
+    ids = [submit(queue) for _ in range(3)]
+    leases = queue.take(["q"], max_tasks=3, lease_seconds=5, worker_id="w")
+    queue.cancel(ids[1])
+    done = [Completion(lease.task_id, lease.lease_id, f"r{i}", "text/plain", 1, "v2")
+            for i, lease in enumerate(leases)]  # fmt: skip
+    stale = Completion(ids[2], "not-the-lease", "late", "x", 1)
+    outcomes = queue.complete_many([*done, stale])
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], TaskFinished) and isinstance(outcomes[3], LeaseLost)
+    assert queue.complete_many(done[:1]) == [False]  # posting twice changes nothing
+    first, second, third = queue.get_many(ids)
+    assert (first.status, first.result_key, first.model_version) == ("succeeded", "r0", "v2")
+    assert (second.status, third.result_key) == ("canceled", "r2")
+    assert queue.get_many(["x" * 22]) == [None]
