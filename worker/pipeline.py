@@ -51,6 +51,7 @@ logger = logging.getLogger("inferbox.worker")
 
 _POLL = 0.2  # seconds between checks of the stop flag while waiting on a hand-off
 _STOP_POST_SECONDS = 10.0  # how long a stopping worker keeps trying to post finished results
+_BUSY_WAIT = 1.0  # seconds a take made ahead (the model busy) may long-poll
 
 
 @dataclass
@@ -186,7 +187,7 @@ class Run:
                 return None
             try:
                 tasks = api.take(
-                    self.worker.queue, max_tasks=wanted, wait=self.worker.wait,
+                    self.worker.queue, max_tasks=wanted, wait=self._take_wait(),
                     lease=self.worker.lease, worker_id=self.worker.worker_id,
                 )  # fmt: skip
             except (BrokerUnavailable, ProtocolError) as exc:
@@ -203,6 +204,13 @@ class Run:
             if tasks and self._hold(tasks, api):
                 return tasks
         return None
+
+    def _take_wait(self) -> float:
+        """Long-poll for the full ``wait`` only while the model is idle. A take made ahead, while
+        the model works, polls briefly: if this process dies, the broker would otherwise keep
+        the dead worker's poll open and lease it the next tasks, which then sit out a lease."""
+        busy = self.stats.current_batch > 0
+        return min(self.worker.wait, _BUSY_WAIT) if busy else self.worker.wait
 
     def _hold(self, tasks: list[TakenTask], api: BrokerAPI) -> bool:
         """Register freshly taken tasks with the keeper, unless the run is stopping: then
