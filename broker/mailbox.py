@@ -14,23 +14,43 @@ Ordering rules that keep a task whole:
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO
 
 from storage import Blob, BlobNotFound, BlobStore, InvalidKey, InvalidMetadata, StorageError
 
 from . import keys as K
-from .errors import InvalidRequest, LeaseLost, TaskFinished, TaskNotFound, Unavailable
+from .errors import (
+    BrokerError,
+    InvalidRequest,
+    LeaseLost,
+    TaskFinished,
+    TaskNotFound,
+    Unavailable,
+)
 from .notify import Notifier
-from .queue import NewTask, TaskQueue
+from .queue import Completion, NewTask, TaskQueue
 from .task import Lease, Task, iso, new_task_id
 
 log = logging.getLogger("inferbox.broker")
 
 MAX_ERROR_CHARS = 8_000
+
+
+@dataclass(frozen=True)
+class ResultUpload:
+    """One result of a batch posted to ``complete_many``."""
+
+    task_id: str
+    lease_id: str
+    body: bytes
+    content_type: str
+    model_version: str = ""
 
 
 @contextmanager
@@ -188,8 +208,64 @@ class Mailbox:
             raise
         return self.queue.get(task_id)
 
+    def complete_many(self, uploads: Sequence[ResultUpload]) -> list[Task | BrokerError]:
+        """``complete`` for a batch, in three Redis round trips instead of three per result.
+
+        Same rules and the same blob ordering as ``complete``; one outcome per upload, in
+        order: the task, or the error that refused this one (the others still count).
+        """
+        current = self.queue.get_many([upload.task_id for upload in uploads])
+        outcomes: list[Task | BrokerError | None] = []
+        stored: list[tuple[int, Completion]] = []
+        for upload, task in zip(uploads, current, strict=True):
+            refusal = self._refusal(upload, task)
+            if refusal is None and task is not None and task.status == K.RUNNING:
+                stored.append((len(outcomes), self._store_result(upload, task)))
+            outcomes.append(refusal if refusal is not None else task)
+        answers = self.queue.complete_many([completion for _, completion in stored])
+        for (index, completion), answer in zip(stored, answers, strict=True):
+            if isinstance(answer, BrokerError):
+                self._discard(completion.result_key)  # our own attempt's blob
+                outcomes[index] = answer
+            else:
+                outcomes[index] = None  # read it back below
+        unread = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        for index, task in zip(unread, self.queue.get_many([uploads[i].task_id for i in unread]),
+                               strict=True):  # fmt: skip
+            outcomes[index] = task or TaskNotFound(f"no task {uploads[index].task_id}")
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    @staticmethod
+    def _refusal(upload: ResultUpload, task: Task | None) -> BrokerError | None:
+        if task is None:
+            return TaskNotFound(f"no task {upload.task_id}")
+        if task.lease_id != upload.lease_id:
+            return LeaseLost(f"task {task.id} is not held by this lease (it is {task.status})")
+        if task.status not in (K.RUNNING, K.SUCCEEDED):
+            return TaskFinished(f"task {task.id} is already {task.status}", status=task.status)
+        return None
+
+    def _store_result(self, upload: ResultUpload, task: Task) -> Completion:
+        key = K.result_key(task.id, upload.lease_id)
+        metadata = {
+            "task_id": task.id, "queue": task.queue, "owner": task.owner,
+            "lease_id": upload.lease_id, "attempt": str(task.attempts),
+            "worker_id": task.worker_id[:200], "model_version": upload.model_version,
+            "finished_at": iso(time.time()) or "",
+        }  # fmt: skip
+        with _storage_errors("store the result"):
+            info = self.store.put(key, io.BytesIO(upload.body), content_type=upload.content_type,
+                                  metadata=metadata)  # fmt: skip
+        return Completion(task.id, upload.lease_id, key, upload.content_type, info.size,
+                          upload.model_version)  # fmt: skip
+
     def fail(self, task_id: str, lease_id: str, error: str, *, retryable: bool) -> Task:
         self.queue.fail(task_id, lease_id, error[:MAX_ERROR_CHARS], retryable=retryable)
+        return self.queue.get(task_id)
+
+    def release(self, task_id: str, lease_id: str) -> Task:
+        """Back to the queue without counting the attempt (the worker is stopping)."""
+        self.queue.release(task_id, lease_id)
         return self.queue.get(task_id)
 
     # -- operators ------------------------------------------------------------------------------

@@ -131,6 +131,15 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"lease_id": {"type": "string"}, "progress": _ref("Progress")},
     },
+    "Results": {
+        "type": "object", "required": ["results"],
+        "properties": {"results": {"type": "array", "items": {"oneOf": [
+            _ref("Task"),
+            {"type": "object", "required": ["task_id", "error", "message"],
+             "properties": {"task_id": {"type": "string"}, "error": {"type": "string"},
+                            "message": {"type": "string"}}}]}}},
+    },
+    "Release": {"type": "object", "properties": {"lease_id": {"type": "string"}}},
     "HeartbeatAnswer": {
         "type": "object", "required": ["canceled"],
         "properties": {"lease_deadline": NULLABLE_TIME, "canceled": {"type": "boolean"}},
@@ -230,8 +239,16 @@ def _task_ops() -> dict[str, Any]:
                       "400": _error("missing lease id or bad progress"), **AUTH_ERRORS,
                       "404": _error("unknown task"), "409": _error("lease lost")},
     }}
+    release = {"post": {
+        "summary": "Give the task back to its queue without counting the attempt",
+        "parameters": [TASK_ID], "requestBody": {"content": {JSON: {"schema": _ref("Release")}}},
+        "responses": {"200": _json("Task", "queued again, at its old place"),
+                      "400": _error("missing lease id"), **AUTH_ERRORS,
+                      "404": _error("unknown task"), "409": _error("lease lost or task final")},
+    }}
     return {"/tasks/{task_id}": status, "/tasks/{task_id}/cancel": cancel,
-            "/tasks/{task_id}/heartbeat": heartbeat}  # fmt: skip
+            "/tasks/{task_id}/heartbeat": heartbeat,
+            "/tasks/{task_id}/release": release}  # fmt: skip
 
 
 def _worker_ops() -> dict[str, Any]:
@@ -263,7 +280,18 @@ def _worker_ops() -> dict[str, Any]:
                       "404": _error("unknown task"), "409": _error("lease lost or task final"),
                       "413": _error("result over the limit")},
     }}
-    return {"/getnexttask": take, "/puttaskresult/{task_id}": put}  # fmt: skip
+    put_many = {"post": {
+        "summary": "Post several results at once: one multipart/mixed part per task",
+        "parameters": [_param("X-Inferbox-Model-Version", "header", {"type": "string"},
+                              "stored with every result whose part does not say otherwise")],
+        "requestBody": {"content": {"multipart/mixed": {"schema": {"type": "string",
+                                                                   "format": "binary"}}}},
+        "responses": {"200": _json("Results", "one entry per part, in order"),
+                      "400": _error("bad framing, or a part without task and lease ids"),
+                      **AUTH_ERRORS, "413": _error("body over the limit")},
+    }}
+    return {"/getnexttask": take, "/puttaskresult/{task_id}": put,
+            "/puttaskresults": put_many}  # fmt: skip
 
 
 def _operator_ops() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The task state machine: submit, take, heartbeat, complete, fail, cancel, settle and reap.
+"""The task state machine: submit, take, heartbeat, complete, fail, release, cancel, settle, reap.
 
 This module is the only place task state changes. It speaks to Redis and to nothing else: no HTTP,
 no blob storage. Every transition is one Lua script (``broker/scripts/``), so it is atomic: two
@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from . import keys as K
-from .errors import LeaseLost, TaskFinished, TaskNotFound, Unavailable
+from .errors import BrokerError, LeaseLost, TaskFinished, TaskNotFound, Unavailable
 from .task import Lease, QueueStats, Task, new_task_id
 
 
@@ -44,6 +44,18 @@ class NewTask:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """One attempt's result, for ``complete_many``."""
+
+    task_id: str
+    lease_id: str
+    result_key: str
+    content_type: str
+    size: int
+    model_version: str = ""
+
+
+@dataclass(frozen=True)
 class Submitted:
     task_id: str
     created: bool  # False: an idempotency key named an existing task
@@ -52,8 +64,10 @@ class Submitted:
 class _Scripts:
     """The Lua scripts, each prefixed with ``common.lua`` and registered once (called by SHA)."""
 
-    NAMES = ("submit", "take", "heartbeat", "complete", "fail", "cancel", "settle", "reap", "stats",
-             "webhook_claim")
+    NAMES = (
+        "submit", "take", "heartbeat", "complete", "fail", "release", "cancel", "settle", "reap",
+        "stats", "webhook_claim",
+    )
 
     def __init__(self, client: redis.Redis) -> None:
         folder = resources.files("broker") / "scripts"
@@ -176,11 +190,58 @@ class TaskQueue:
         self._check(outcome, rest, task_id)
         return True
 
+    def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
+        """Several tasks read in one round trip (None for an unknown id), settled like ``get``."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hgetall(self.keys.task(task_id))
+            raws = pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+        tasks = [Task.from_redis(raw) if raw else None for raw in raws]
+        now = self.clock()
+        return [self.get(task.id) if task is not None and task.is_overdue(now) else task
+                for task in tasks]  # fmt: skip
+
+    def complete_many(self, results: Sequence[Completion]) -> list[bool | BrokerError]:
+        """``complete`` for several attempts in one round trip; each is still its own atomic
+        script. Per result: True, False (this lease already recorded one) or the error."""
+        pipe = self.redis.pipeline(transaction=False)
+        now = f"{self.clock():.3f}"
+        complete = self._scripts.complete  # type: ignore[attr-defined]  # set in _Scripts
+        for r in results:
+            args = [self.keys.prefix, now, r.task_id, r.lease_id, r.result_key, r.content_type,
+                    r.size, r.model_version]
+            complete(args=args, client=pipe)
+        try:
+            answers = pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed during complete: {exc}") from exc
+        outcomes: list[bool | BrokerError] = []
+        for r, (outcome, *rest) in zip(results, answers, strict=True):
+            try:
+                self._check(outcome, rest, r.task_id)
+                outcomes.append(outcome != b"duplicate")
+            except BrokerError as exc:
+                outcomes.append(exc)
+        return outcomes
+
     def fail(self, task_id: str, lease_id: str, error: str, *, retryable: bool = True) -> str:
         """Fail the attempt; returns the task's new status (``queued`` or ``failed``)."""
         outcome, *rest = self._run("fail", task_id, lease_id, error, "1" if retryable else "0")
         if outcome == b"duplicate":
             return K.FAILED
+        self._check(outcome, rest, task_id)
+        return rest[0].decode()
+
+    def release(self, task_id: str, lease_id: str) -> str:
+        """Give the leased task back to its queue, at its old place, without counting the attempt.
+
+        For a worker that stops before it can start or finish the task. Returns ``queued``;
+        raises LeaseLost for a stale lease and TaskFinished when the task already ended.
+        """
+        outcome, *rest = self._run("release", task_id, lease_id)
         self._check(outcome, rest, task_id)
         return rest[0].decode()
 

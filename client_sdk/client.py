@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
 import requests
 
 from client_sdk.backoff import Backoff
-from client_sdk.codec import decode, encode
+from client_sdk.codec import BINARY, Encoded, ImageAs, decode, encode
 from client_sdk.errors import (
     BrokerUnavailable,
     ProtocolError,
@@ -71,7 +74,7 @@ class Client:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
-        self._session = make_session(token, retries=retries)
+        self._session = make_session(token, retries=retries, pool_size=64)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -105,8 +108,10 @@ class Client:
         """Queue ``payload`` for the workers of ``queue`` and return its ``Task``.
 
         ``bytes`` go as ``application/octet-stream``, ``str`` as UTF-8 ``text/plain``,
-        ``dict``/``list`` (and other JSON values) as ``application/json``; ``content_type``
-        overrides the header, not the encoding. ``priority`` (0-9), ``max_attempts`` (1-100)
+        ``dict``/``list`` (and other JSON values) as ``application/json``, numpy arrays as
+        ``.npy``, PIL images as PNG, a ``pathlib.Path`` as the file's bytes typed by its
+        extension (a ``str`` is always text, never a path); ``content_type`` overrides the
+        header, not the encoding. ``priority`` (0-9), ``max_attempts`` (1-100)
         and ``ttl`` (seconds) default to the broker's defaults when ``None``.
 
         Every submit carries an ``Idempotency-Key`` (a fresh UUID unless one is given), so a
@@ -175,14 +180,63 @@ class Client:
         raise_for_error(response)
         return json_document(response)
 
-    def result(self, task_id: str, timeout: float | None = None) -> Any:
+    def predict(
+        self, payload: Any, *, queue: str = "default", timeout: float | None = None,
+        image: ImageAs = "bytes", **options: Any,
+    ) -> Any:  # fmt: skip
+        """``submit`` then ``result``: the decoded result of ``payload``, waiting up to
+        ``timeout`` seconds. ``options`` are those of ``submit``."""
+        return self.submit(payload, queue=queue, **options).result(timeout, image=image)
+
+    def map(
+        self, payloads: Iterable[Any], *, queue: str = "default", concurrency: int = 16,
+        timeout: float | None = None, progress: bool = False, return_exceptions: bool = False,
+        image: ImageAs = "bytes", **options: Any,
+    ) -> Iterator[Any]:  # fmt: skip
+        """Results of ``payloads``, in input order, with up to ``concurrency`` tasks in flight.
+
+        Payloads are read lazily, so the input may be a generator of any length. A task that
+        fails raises its ``TaskError`` when its turn comes (``return_exceptions=True`` yields
+        the exception instead and goes on). ``progress`` shows a tqdm bar. ``timeout`` applies
+        to each result; ``options`` are those of ``submit``.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+        def one(payload: Any) -> Any:
+            return self.submit(payload, queue=queue, **options).result(timeout, image=image)
+
+        bar = _progress_bar(payloads, enabled=progress)
+        pending: deque[Future[Any]] = deque()
+        source = iter(payloads)
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="inferbox-map") as pool:
+            try:
+                for payload in source:
+                    pending.append(pool.submit(one, payload))
+                    if len(pending) >= concurrency:
+                        yield _outcome(pending.popleft(), return_exceptions, bar)
+                while pending:
+                    yield _outcome(pending.popleft(), return_exceptions, bar)
+            finally:
+                for future in pending:
+                    future.cancel()
+                if bar is not None:
+                    bar.close()
+
+    def result(
+        self, task_id: str, timeout: float | None = None, *, image: ImageAs = "bytes",
+        raw: bool = False,
+    ) -> Any:  # fmt: skip
         """Wait for the task to finish and return its result, decoded by Content-Type.
 
-        ``application/json`` gives the parsed value, ``text/*`` a ``str``, anything else
-        ``bytes``. Waits with long polls (no fixed-interval polling) for at most ``timeout``
-        seconds (``None``: as long as it takes; ``0``: just look). Raises ``TaskFailed``,
-        ``TaskCanceled`` or ``TaskExpired`` for those outcomes, ``TaskTimeout`` when the time
-        runs out first (the task goes on), ``NotFound`` for an unknown id.
+        ``application/json`` gives the parsed value, ``text/*`` a ``str``,
+        ``application/x-npy`` a numpy array, images ``bytes`` unless ``image`` asks for
+        ``"pil"`` (a PIL image) or ``"array"`` (a numpy array), anything else ``bytes``;
+        ``raw=True`` gives ``Encoded(body, content_type)`` whatever the type. Waits with
+        long polls (no fixed-interval polling) for at most ``timeout`` seconds (``None``: as
+        long as it takes; ``0``: just look). Raises ``TaskFailed``, ``TaskCanceled`` or
+        ``TaskExpired`` for those outcomes, ``TaskTimeout`` when the time runs out first (the
+        task goes on), ``NotFound`` for an unknown id.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -190,7 +244,7 @@ class Client:
             asked_at = time.monotonic()
             response = self._get_result(task_id, wait)
             if response.status_code != 202:
-                return _final_outcome(task_id, response)
+                return _final_outcome(task_id, response, image=image, raw=raw)
             document = json_document(response)
             if deadline is not None and time.monotonic() >= deadline:
                 status = document.get("status", "unfinished")
@@ -241,9 +295,11 @@ class Task:
         """The task's current status: queued, running, succeeded, failed, canceled, expired."""
         return str(self.info().get("status", ""))
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(
+        self, timeout: float | None = None, *, image: ImageAs = "bytes", raw: bool = False
+    ) -> Any:
         """The decoded result, waiting up to ``timeout`` seconds; see ``Client.result``."""
-        return self._client.result(self._id, timeout)
+        return self._client.result(self._id, timeout, image=image, raw=raw)
 
     def cancel(self) -> dict[str, Any]:
         """Cancel the task and return its status document; see ``Client.cancel``."""
@@ -281,11 +337,36 @@ def _status_document(response: requests.Response) -> dict[str, Any] | None:
     return document if isinstance(document, dict) and "status" in document else None
 
 
-def _final_outcome(task_id: str, response: requests.Response) -> Any:
+def _progress_bar(payloads: Iterable[Any], *, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    total = len(payloads) if isinstance(payloads, Sized) else None
+    return tqdm(total=total, unit=" tasks", dynamic_ncols=True)
+
+
+def _outcome(future: Future[Any], return_exceptions: bool, bar: Any) -> Any:
+    try:
+        return future.result()
+    except TaskError as exc:
+        if not return_exceptions:
+            raise
+        return exc
+    finally:
+        if bar is not None:
+            bar.update(1)
+
+
+def _final_outcome(
+    task_id: str, response: requests.Response, *, image: ImageAs = "bytes", raw: bool = False
+) -> Any:
     """The decoded result of a 200 answer; the matching exception for any other."""
     if response.status_code == 200:
+        if raw:
+            return Encoded(response.content, response.headers.get("Content-Type") or BINARY)
         try:
-            return decode(response.content, response.headers.get("Content-Type"))
+            return decode(response.content, response.headers.get("Content-Type"), images=image)
         except ValueError as exc:
             raise ProtocolError(f"task {task_id}: result does not match its type") from exc
     error_class = _OUTCOME_ERRORS.get(response.status_code)

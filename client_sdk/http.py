@@ -98,17 +98,20 @@ def _retry_policy(retries: int) -> Retry:
     return Retry(**{name: value for name, value in options.items() if name in supported})
 
 
-def make_session(token: str | None = None, *, retries: int = 3) -> requests.Session:
+def make_session(
+    token: str | None = None, *, retries: int = 3, pool_size: int = 10
+) -> requests.Session:
     """A ``requests.Session`` set up for an inferbox broker.
 
     It sends ``Authorization: Bearer <token>`` when a token is given and a
     ``User-Agent: inferbox/<version>``, and retries connection failures, and for idempotent
     methods read errors and 502/503/504, up to ``retries`` times with jittered exponential
     backoff. After the last retry a 5xx answer is returned as is (``raise_for_error`` turns
-    it into ``BrokerUnavailable``).
+    it into ``BrokerUnavailable``). ``pool_size`` connections are kept per host, for callers
+    that share the session between threads.
     """
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=_retry_policy(retries))
+    adapter = HTTPAdapter(max_retries=_retry_policy(retries), pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = user_agent()

@@ -4,10 +4,13 @@
 
     inferbox-worker --broker http://localhost:8000 --queue digits \\
         --handler worker.examples.digits:predict
+    inferbox-worker --broker http://localhost:8000 --queue digits --batch-size 32 \\
+        --keras model.keras --preprocess mymodule:to_input --postprocess mymodule:to_answer
 
 Every flag can come from the environment instead; the flag wins. The environment is read in
 ``main`` only, never at import time. SIGTERM or SIGINT stops the worker after the task in
-hand; a second one stops it at once.
+hand (tasks fetched ahead go back to the queue); a second one hands back the task in hand too and
+stops at once.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from client_sdk.errors import InferboxError
 from worker.errors import HandlerLoadError
 from worker.worker import Handler, Worker
 
-__all__ = ["build_parser", "load_handler", "main", "parse_args"]
+__all__ = ["build_parser", "load_handler", "load_model_handler", "main", "parse_args"]
 
 logger = logging.getLogger("inferbox.worker")
 
@@ -42,8 +45,17 @@ ENVIRONMENT = {
     "max_tasks": "INFERBOX_MAX_TASKS",
     "model_version": "INFERBOX_MODEL_VERSION",
     "log_level": "INFERBOX_LOG_LEVEL",
+    "batch_size": "INFERBOX_BATCH_SIZE",
+    "keras": "INFERBOX_KERAS_MODEL",
+    "preprocess": "INFERBOX_PREPROCESS",
+    "postprocess": "INFERBOX_POSTPROCESS",
+    "result_type": "INFERBOX_RESULT_TYPE",
+    "pipeline": "INFERBOX_PIPELINE",
+    "progress": "INFERBOX_PROGRESS",
 }
-_REQUIRED = ("broker", "handler")
+_REQUIRED = ("broker",)
+_ON_OFF = {"1": True, "true": True, "yes": True, "on": True,
+           "0": False, "false": False, "no": False, "off": False}  # fmt: skip
 _EXIT_USAGE = 2
 _EXIT_INTERRUPTED = 130
 
@@ -62,14 +74,29 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--wait", type=int, help="long-poll seconds per take [INFERBOX_WAIT] (default: 20)")
     add("--worker-id", help="name recorded on tasks [INFERBOX_WORKER_ID] (default: host-pid)")
     add("--max-tasks", type=int, help="exit after this many tasks [INFERBOX_MAX_TASKS]")
-    add("--model-version", help="sent with every result [INFERBOX_MODEL_VERSION]")
+    add("--model-version", help="stored with every result [INFERBOX_MODEL_VERSION] "
+        "(default: a hash of the model file or the handler's module)")
+    add("--batch-size", type=int, help="tasks per take and per batch handler call "
+        "[INFERBOX_BATCH_SIZE] (default: 1)")
+    add("--keras", metavar="MODEL.keras", help="serve this Keras model [INFERBOX_KERAS_MODEL]")
+    add("--preprocess", metavar="MODULE:FN", help="with --keras: payload -> model input "
+        "[INFERBOX_PREPROCESS]")
+    add("--postprocess", metavar="MODULE:FN", help="with --keras: output row -> result "
+        "[INFERBOX_POSTPROCESS]")
+    add("--result-type", help="send array results as image/png, image/jpeg, application/json "
+        "or application/x-npy [INFERBOX_RESULT_TYPE]")
+    add("--pipeline", type=_on_off, help="fetch and post while the model works: on/off "
+        "[INFERBOX_PIPELINE] (default: on)")
+    add("--progress", type=_on_off, help="live progress line: on/off [INFERBOX_PROGRESS] "
+        "(default: on a terminal)")
     add(
         "--log-level",
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         help="[INFERBOX_LOG_LEVEL] (default: INFO)",
     )
-    fallback = {"queue": "default", "lease": "60", "wait": "20", "log_level": "INFO"}
+    fallback = {"queue": "default", "lease": "60", "wait": "20", "log_level": "INFO",
+                "batch_size": "1", "pipeline": "on"}  # fmt: skip
     # argparse runs `type` on string defaults, so values from the environment are checked
     # exactly like values from the command line.
     parser.set_defaults(
@@ -87,7 +114,21 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argpar
         if not getattr(args, dest):
             flag = "--" + dest.replace("_", "-")
             parser.error(f"{flag} (or {ENVIRONMENT[dest]}) is required")
+    if bool(args.handler) == bool(args.keras):
+        parser.error("give exactly one of --handler (INFERBOX_HANDLER) or --keras "
+                     "(INFERBOX_KERAS_MODEL)")
+    if (args.preprocess or args.postprocess) and not args.keras:
+        parser.error("--preprocess and --postprocess go with --keras")
+    if not 1 <= args.batch_size <= 100:
+        parser.error("--batch-size must be 1-100")
     return args
+
+
+def _on_off(value: str) -> bool:
+    try:
+        return _ON_OFF[value.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected on or off, not {value!r}") from None
 
 
 def load_handler(spec: str) -> Handler:
@@ -122,15 +163,16 @@ def _install_signal_handlers(worker: Worker) -> dict[int, Any]:
             raise KeyboardInterrupt
         name = signal.Signals(signum).name
         logger.info("%s received: stopping after the task in hand (again to force)", name)
-        worker.stop()
+        worker.stop(wait=False)
 
     return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
-def _run(worker: Worker, handler: Handler, max_tasks: int | None) -> int:
+def _run(worker: Worker, handler: Handler, args: argparse.Namespace) -> int:
     previous = _install_signal_handlers(worker)
     try:
-        worker.run(handler, max_tasks=max_tasks)
+        stats = worker.run(handler, max_tasks=args.max_tasks, result_type=args.result_type,
+                           progress=args.progress)  # fmt: skip
     except KeyboardInterrupt:
         logger.warning("interrupted")
         return _EXIT_INTERRUPTED
@@ -140,7 +182,20 @@ def _run(worker: Worker, handler: Handler, max_tasks: int | None) -> int:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-    return 0
+    return _EXIT_INTERRUPTED if stats.interrupted else 0
+
+
+def load_model_handler(args: argparse.Namespace) -> Handler:
+    """The handler the flags name: ``--handler``, or a ``KerasHandler`` for ``--keras``."""
+    if not args.keras:
+        return load_handler(args.handler)
+    from worker.keras import KerasHandler
+
+    return KerasHandler(
+        args.keras,
+        preprocess=load_handler(args.preprocess) if args.preprocess else None,
+        postprocess=load_handler(args.postprocess) if args.postprocess else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,13 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        handler = load_handler(args.handler)
+        handler = load_model_handler(args)
         worker = _make_worker(args)
     except (HandlerLoadError, ValueError) as exc:
         print(f"inferbox-worker: {exc}", file=sys.stderr)
         return _EXIT_USAGE
     with worker:
-        return _run(worker, handler, args.max_tasks)
+        return _run(worker, handler, args)
 
 
 def _make_worker(args: argparse.Namespace) -> Worker:
@@ -171,6 +226,8 @@ def _make_worker(args: argparse.Namespace) -> Worker:
         lease=args.lease,
         wait=args.wait,
         model_version=args.model_version,
+        batch_size=args.batch_size,
+        pipeline=args.pipeline,
     )
 
 

@@ -1,20 +1,23 @@
-"""Leases, as workers see them: take tasks, heartbeat, post results."""
+"""Leases, as workers see them: take tasks, heartbeat, post results, release."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from storage import Blob
 
 from .. import keys as K
-from .. import options
+from .. import multipart, options
 from ..auth import WORKER
-from ..errors import InvalidRequest
-from ..task import Lease, iso
+from ..errors import BrokerError, Conflict, InvalidRequest, TaskNotFound
+from ..mailbox import ResultUpload
+from ..task import Lease, Task, iso
 from .common import authorize, box, json_body, mailbox, option, stream_blob
 
 bp = Blueprint("leases", __name__)
@@ -107,14 +110,24 @@ def heartbeat(task_id: str) -> Response:
     return jsonify({"lease_deadline": None if canceled else iso(deadline), "canceled": canceled})
 
 
+@bp.post("/tasks/<task_id>/release")
+def release(task_id: str) -> Response:
+    authorize(WORKER)
+    body = json_body()
+    lease_id = options.text("lease_id", body.get("lease_id") or _lease_id(), max_length=64)
+    return jsonify(mailbox().release(options.task_id(task_id), lease_id).to_doc())
+
+
 @bp.post("/puttaskresult/<task_id>")
 def puttaskresult(task_id: str) -> Response:
     authorize(WORKER)
     task_id = options.task_id(task_id)
     lease_id = _lease_id()
     content_type = request.content_type or "application/octet-stream"
-    if content_type.split(";")[0].strip().lower() == ERROR_MEDIA_TYPE:
-        error, retryable = _error_document()
+    if _is_error_document(content_type):
+        if (request.content_length or 0) > MAX_ERROR_DOC:
+            raise InvalidRequest(f"an error document must be at most {MAX_ERROR_DOC} bytes")
+        error, retryable = _error_document(request.get_data())
         task = mailbox().fail(task_id, lease_id, error, retryable=retryable)
     else:
         model_version = options.text(
@@ -125,11 +138,82 @@ def puttaskresult(task_id: str) -> Response:
     return jsonify(task.to_doc())
 
 
-def _error_document() -> tuple[str, bool]:
-    if (request.content_length or 0) > MAX_ERROR_DOC:
-        raise InvalidRequest(f"an error document must be at most {MAX_ERROR_DOC} bytes")
+@bp.post("/puttaskresults")
+def puttaskresults() -> Response:
+    """Several results in one request: one multipart/mixed part per task, each recorded alone."""
+    authorize(WORKER)
+    parts = multipart.parse(request.content_type or "", request.get_data(),
+                            max_parts=K.MAX_TASKS_PER_TAKE)  # fmt: skip
+    default_version = request.headers.get("X-Inferbox-Model-Version")
+    batch = [_ResultPart.read(part, default_version) for part in parts]  # all checked first
+    results = [item.upload() for item in batch if item.error is None]
+    completed = iter(mailbox().complete_many(results))
+    return jsonify({"results": [
+        item.record() if item.error else _result_doc(item.task_id, next(completed))
+        for item in batch]})  # fmt: skip
+
+
+def _result_doc(task_id: str, outcome: Task | BrokerError) -> dict[str, Any]:
+    if isinstance(outcome, (Conflict, TaskNotFound)):
+        return {"task_id": task_id, "error": outcome.code, "message": outcome.message}
+    if isinstance(outcome, BrokerError):
+        raise outcome
+    return outcome.to_doc()
+
+
+@dataclass(frozen=True)
+class _ResultPart:
+    task_id: str
+    lease_id: str
+    content_type: str
+    model_version: str
+    body: bytes
+    error: tuple[str, bool] | None
+
+    @classmethod
+    def read(cls, part: multipart.Part, default_version: str | None) -> _ResultPart:
+        headers = part.headers
+        lease_id = headers.get("x-inferbox-lease-id")
+        if not lease_id:
+            raise InvalidRequest("every part needs X-Inferbox-Task-Id and X-Inferbox-Lease-Id")
+        content_type = headers.get("content-type") or "application/octet-stream"
+        error = None
+        if _is_error_document(content_type):
+            if len(part.body) > MAX_ERROR_DOC:
+                raise InvalidRequest(f"an error document must be at most {MAX_ERROR_DOC} bytes")
+            error = _error_document(part.body)
+        return cls(
+            task_id=options.task_id(headers.get("x-inferbox-task-id", "")),
+            lease_id=options.text("lease_id", lease_id, max_length=64),
+            content_type=options.text("Content-Type", content_type, max_length=1024),
+            model_version=options.text("X-Inferbox-Model-Version",
+                                       headers.get("x-inferbox-model-version", default_version)),
+            body=part.body, error=error,
+        )  # fmt: skip
+
+    def upload(self) -> ResultUpload:
+        return ResultUpload(self.task_id, self.lease_id, self.body, self.content_type,
+                            self.model_version)  # fmt: skip
+
+    def record(self) -> dict[str, Any]:
+        """Fail the attempt with this part's error document: the task's status document, or
+        ``{task_id, error, message}`` when refused."""
+        assert self.error is not None
+        try:
+            task = mailbox().fail(self.task_id, self.lease_id, self.error[0],
+                                  retryable=self.error[1])  # fmt: skip
+        except (Conflict, TaskNotFound) as exc:
+            return {"task_id": self.task_id, "error": exc.code, "message": exc.message}
+        return task.to_doc()
+
+
+def _is_error_document(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == ERROR_MEDIA_TYPE
+
+
+def _error_document(raw: bytes) -> tuple[str, bool]:
     try:
-        doc = json.loads(request.get_data() or b"{}")
+        doc = json.loads(raw or b"{}")
     except ValueError as exc:
         raise InvalidRequest(f"the error document is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("error"), str) or not doc["error"]:

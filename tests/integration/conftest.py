@@ -59,9 +59,12 @@ class Broker:
     def spawn_worker(
         self, handler: str, *extra: str, worker_id: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen:
+        """A worker process; ``handler`` names a function of tests/integration/handlers.py
+        ("" for none, when ``extra`` says what to serve, e.g. ``--keras``)."""
+        named = ["--handler", f"tests.integration.handlers:{handler}"] if handler else []
         command = [sys.executable, "-m", "worker.cli", "--broker", self.url, "--token",
-                   WORKER_TOKEN, "--handler", f"tests.integration.handlers:{handler}",
-                   "--worker-id", worker_id, "--wait", "5", *extra]  # fmt: skip
+                   WORKER_TOKEN, *named, "--worker-id", worker_id, "--wait", "5",
+                   *extra]  # fmt: skip
         process = subprocess.Popen(command, cwd=ROOT, env=child_env(**(env or {})))
         self.workers.append(process)
         return process

@@ -7,6 +7,8 @@ import os
 import time
 from typing import Any
 
+from worker import handler
+
 
 def checksum(payload: bytes) -> dict[str, str]:
     """The SHA-256 of the payload: a result the test can verify for every task."""
@@ -33,3 +35,29 @@ def describe(payload: Any) -> dict[str, Any]:
     if isinstance(payload, bytes):
         return {"kind": "bytes", "length": len(payload)}
     return {"kind": type(payload).__name__, "echo": payload}
+
+
+def steps(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """A long task in ``payload["steps"]`` steps of 0.2 s: reports progress, stops when canceled.
+    Each step reached is appended to the file ``payload["trace"]``."""
+    total = int(payload["steps"])
+    for step in range(total):
+        ctx.check()
+        ctx.progress(step / total, f"step {step + 1}/{total}")
+        with open(payload["trace"], "a") as trace:
+            trace.write(f"{step}\n")
+        time.sleep(0.2)
+    return {"steps": total}
+
+
+def slow_checksum(payloads: list[bytes]) -> list[dict[str, str]]:
+    """A batch handler: the SHA-256 of each payload, 20 ms per batch (so a batch job takes a
+    few seconds and can be interrupted halfway)."""
+    time.sleep(0.02)
+    return [checksum(payload) for payload in payloads]
+
+
+@handler(batched=False)
+def slow_each(payload: dict[str, Any]) -> dict[str, Any]:
+    """``slow``, called once per task even when the worker takes tasks in batches."""
+    return slow(payload)

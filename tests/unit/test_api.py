@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 
@@ -361,3 +362,107 @@ def test_unstorable_content_type_is_400_not_503(http, store):
     response = http.post("/predict", data=b"x", headers=headers)
     assert_error(response, 400, "bad_request")
     assert list(store.list("")) == []
+
+
+def test_release_puts_the_task_back_for_another_worker_at_once(http):
+    task_id = submit(http)
+    lease_id = take(http).headers["X-Inferbox-Lease-Id"]
+    released = http.post(f"/tasks/{task_id}/release", headers=WORKER, json={"lease_id": lease_id})
+    assert released.status_code == 200
+    assert (released.json["status"], released.json["attempts"]) == ("queued", 0)
+    again = take(http, worker_id="w2")
+    assert again.headers["X-Inferbox-Task-Id"] == task_id
+    assert again.headers["X-Inferbox-Attempt"] == "1"  # the released attempt did not count
+
+
+def test_release_wakes_a_waiting_take(http, app):
+    task_id = submit(http)
+    lease_id = take(http).headers["X-Inferbox-Lease-Id"]
+    answers = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        app.test_client().post("/getnexttask", headers=WORKER, query_string={"wait": 20})))
+    waiter.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    http.post(f"/tasks/{task_id}/release", headers={**WORKER, "X-Inferbox-Lease-Id": lease_id})
+    waiter.join(timeout=20)
+    assert answers[0].status_code == 200 and answers[0].headers["X-Inferbox-Task-Id"] == task_id
+    assert time.monotonic() - started < 5  # woken by the release, not by the wait running out
+
+
+def test_bad_releases_change_nothing(http):
+    task_id = submit(http)
+    lease_id = take(http).headers["X-Inferbox-Lease-Id"]
+    assert_error(http.post(f"/tasks/{task_id}/release", headers=WORKER, json={}), 400,
+                 "bad_request")  # fmt: skip
+    assert_error(http.post(f"/tasks/{task_id}/release", headers=WORKER,
+                           json={"lease_id": "not-the-lease"}), 409, "lease_lost")  # fmt: skip
+    assert_error(http.post(f"/tasks/{task_id}/release", headers=CLIENT,
+                           json={"lease_id": lease_id}), 403, "forbidden")  # fmt: skip
+    assert_error(http.post("/tasks/" + "Z" * 22 + "/release", headers=WORKER,
+                           json={"lease_id": lease_id}), 404, "not_found")  # fmt: skip
+    http.post(f"/tasks/{task_id}/cancel", headers=CLIENT)
+    assert_error(http.post(f"/tasks/{task_id}/release", headers=WORKER,
+                           json={"lease_id": lease_id}), 409, "task_finished")  # fmt: skip
+    assert http.get(f"/tasks/{task_id}", headers=CLIENT).json["status"] == "canceled"
+
+
+def multipart_results(parts, boundary="b0undary"):
+    body = b""
+    for headers, payload in parts:
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        body += f"--{boundary}\r\n{lines}\r\n".encode() + payload + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/mixed; boundary={boundary}"
+
+
+def test_several_results_in_one_request_each_recorded_alone(http):
+    ids = [submit(http) for _ in range(4)]
+    taken = take(http, max_tasks=4)
+    leases = dict(re.findall(r"X-Inferbox-Task-Id: (\S+)\r\nX-Inferbox-Lease-Id: (\S+)",
+                             taken.data.decode("latin-1")))  # fmt: skip
+    assert sorted(leases) == sorted(ids)
+    a, b, c, d = ids
+    body, content_type = multipart_results([
+        ({"X-Inferbox-Task-Id": a, "X-Inferbox-Lease-Id": leases[a], "Content-Type": "image/png"},
+         b"\x89PNG\r\n--b0und"),
+        ({"X-Inferbox-Task-Id": b, "X-Inferbox-Lease-Id": leases[b],
+          "Content-Type": "application/vnd.inferbox.error+json"},
+         b'{"error": "ValueError: bad pixel", "retryable": false}'),
+        ({"X-Inferbox-Task-Id": c, "X-Inferbox-Lease-Id": "stale", "Content-Type": "text/plain"},
+         b"late"),
+        ({"X-Inferbox-Task-Id": d, "X-Inferbox-Lease-Id": leases[d],
+          "Content-Type": "application/json", "X-Inferbox-Model-Version": "v9"}, b"[]"),
+    ])  # fmt: skip
+    answer = http.post("/puttaskresults", data=body, content_type=content_type,
+                       headers={**WORKER, "X-Inferbox-Model-Version": "v1"})  # fmt: skip
+    assert answer.status_code == 200
+    results = answer.json["results"]
+    assert [r["task_id"] for r in results] == ids
+    assert [r.get("status") or r["error"] for r in results] == [
+        "succeeded", "failed", "lease_lost", "succeeded"]
+    got = http.get(f"/getresult/{a}", headers=CLIENT)
+    assert got.data == b"\x89PNG\r\n--b0und" and got.headers["Content-Type"] == "image/png"
+    assert got.headers["X-Inferbox-Model-Version"] == "v1"
+    assert http.get(f"/tasks/{d}", headers=CLIENT).json["model_version"] == "v9"
+    assert http.get(f"/tasks/{b}", headers=CLIENT).json["error"] == "ValueError: bad pixel"
+    assert http.get(f"/tasks/{c}", headers=CLIENT).json["status"] == "running"
+    again = http.post("/puttaskresults", data=body, content_type=content_type, headers=WORKER)
+    assert again.json["results"][0]["status"] == "succeeded"  # posting twice is harmless
+
+
+def test_a_bad_part_refuses_the_whole_batch_and_records_nothing(http):
+    task_id = submit(http)
+    lease_id = take(http).headers["X-Inferbox-Lease-Id"]
+    good = ({"X-Inferbox-Task-Id": task_id, "X-Inferbox-Lease-Id": lease_id}, b"ok")
+    for bad in (({"X-Inferbox-Task-Id": task_id}, b"no lease"),
+                ({"X-Inferbox-Task-Id": task_id, "X-Inferbox-Lease-Id": lease_id,
+                  "Content-Type": "application/vnd.inferbox.error+json"}, b"{oops")):
+        body, content_type = multipart_results([good, bad])
+        answer = http.post("/puttaskresults", data=body, content_type=content_type,
+                           headers=WORKER)  # fmt: skip
+        assert_error(answer, 400, "bad_request")
+    assert_error(http.post("/puttaskresults", data=b"--x\r\n\r\nunterminated", headers=WORKER,
+                           content_type="multipart/mixed; boundary=x"), 400, "bad_request")
+    assert_error(http.post("/puttaskresults", data=b"{}", headers=WORKER,
+                           content_type="application/json"), 400, "bad_request")
+    assert http.get(f"/tasks/{task_id}", headers=CLIENT).json["status"] == "running"

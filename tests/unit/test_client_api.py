@@ -34,7 +34,8 @@ def test_client_sdk_exports_exactly_the_public_api() -> None:
 
 
 def test_worker_exports_worker_and_its_errors() -> None:
-    assert set(worker.__all__) == {"Worker", "WorkerError", "HandlerLoadError"}
+    assert set(worker.__all__) == {"Worker", "WorkerError", "HandlerLoadError", "Canceled",
+                                   "handler", "TaskContext", "BatchContext", "Encoded", "Stats"}
 
 
 def test_exception_tree_matches_the_documented_one() -> None:

@@ -81,7 +81,6 @@ def clock() -> Iterator[FakeClock]:
     [
         (b'{"digit": 7, "confidence": 0.98}', "application/json", {"digit": 7, "confidence": 0.98}),
         ("très bien".encode(), "text/plain; charset=utf-8", "très bien"),
-        (b"\x93NUMPY\x01\x00", "application/x-npy", b"\x93NUMPY\x01\x00"),
         (b"\x89PNG\r\n", "image/png", b"\x89PNG\r\n"),
     ],
 )

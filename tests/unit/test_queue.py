@@ -233,3 +233,78 @@ def test_racing_takers_never_share_a_task(queue):
         thread.join()
     assert sorted(taken) == sorted(ids)
     assert all(queue.get(task_id).status == K.RUNNING for task_id in ids)
+
+
+def test_release_returns_the_task_to_its_place_without_counting_the_attempt(queue):
+    first, second = submit(queue), submit(queue)
+    lease = take_one(queue)
+    assert lease.task_id == first
+    queue.heartbeat(first, lease.lease_id, (0.3, "warming up"))
+    assert queue.release(first, lease.lease_id) == "queued"
+    task = queue.get(first)
+    assert (task.status, task.attempts, task.lease_id) == ("queued", 0, "")
+    assert task.progress_fraction is None
+    assert queue.stats()[0].in_flight == 0
+    again = take_one(queue, worker="w2")  # its old place: ahead of the task submitted after it
+    assert (again.task_id, again.attempt) == (first, 1)
+    assert queue.get(second).status == "queued"
+
+
+def test_release_needs_the_live_lease_and_a_running_task(queue, clock):
+    task_id = submit(queue)
+    lease = take_one(queue, lease=5)
+    with pytest.raises(LeaseLost):
+        queue.release(task_id, "not-the-lease")
+    clock.advance(6)
+    take_one(queue, worker="w2")  # the lapsed lease went to another worker
+    with pytest.raises(LeaseLost):
+        queue.release(task_id, lease.lease_id)
+    assert queue.get(task_id).attempts == 2
+
+
+def test_release_of_a_canceled_or_finished_task_changes_nothing(queue):
+    canceled, done = submit(queue), submit(queue)
+    first, second = queue.take(["q"], max_tasks=2, lease_seconds=10, worker_id="w")
+    queue.cancel(canceled)
+    with pytest.raises(TaskFinished):
+        queue.release(canceled, first.lease_id)
+    queue.complete(done, second.lease_id, result_key="r", content_type="x", size=1)
+    with pytest.raises(TaskFinished):
+        queue.release(done, second.lease_id)
+    assert (queue.get(canceled).status, queue.get(done).status) == ("canceled", "succeeded")
+    with pytest.raises(TaskNotFound):
+        queue.release("x" * 22, "lease")
+
+
+def test_release_wakes_waiting_takers(queue, any_redis):
+    task_id = submit(queue)
+    lease = take_one(queue)
+    pubsub = any_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(queue.keys.events)
+    queue.release(task_id, lease.lease_id)
+    message = None
+    for _ in range(50):
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            break
+    pubsub.close()
+    assert message is not None and message["data"] == b"queued:q"
+
+
+def test_complete_many_records_each_result_on_its_own(queue, clock):
+    from broker.queue import Completion
+
+    ids = [submit(queue) for _ in range(3)]
+    leases = queue.take(["q"], max_tasks=3, lease_seconds=5, worker_id="w")
+    queue.cancel(ids[1])
+    done = [Completion(lease.task_id, lease.lease_id, f"r{i}", "text/plain", 1, "v2")
+            for i, lease in enumerate(leases)]  # fmt: skip
+    stale = Completion(ids[2], "not-the-lease", "late", "x", 1)
+    outcomes = queue.complete_many([*done, stale])
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], TaskFinished) and isinstance(outcomes[3], LeaseLost)
+    assert queue.complete_many(done[:1]) == [False]  # posting twice changes nothing
+    first, second, third = queue.get_many(ids)
+    assert (first.status, first.result_key, first.model_version) == ("succeeded", "r0", "v2")
+    assert (second.status, third.result_key) == ("canceled", "r2")
+    assert queue.get_many(["x" * 22]) == [None]

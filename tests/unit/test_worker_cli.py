@@ -24,7 +24,9 @@ def broker() -> Iterator[responses.RequestsMock]:
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("BROKER_URL", "TOKEN", "QUEUE", "HANDLER", "LEASE", "WAIT", "MAX_TASKS"):
+    for name in ("BROKER_URL", "TOKEN", "QUEUE", "HANDLER", "LEASE", "WAIT", "MAX_TASKS",
+                 "BATCH_SIZE", "KERAS_MODEL", "PREPROCESS", "POSTPROCESS", "RESULT_TYPE",
+                 "PIPELINE", "PROGRESS", "MODEL_VERSION"):
         monkeypatch.delenv(f"INFERBOX_{name}", raising=False)
 
 

@@ -18,8 +18,9 @@ from responses import matchers
 
 from client_sdk import AuthError
 from worker import Worker
-from worker.heartbeat import Heartbeat
-from worker.task import taken_tasks
+from worker.api import BrokerAPI
+from worker.heartbeat import LeaseKeeper
+from worker.task import TakenTask, taken_tasks
 from worker.worker import ERROR_CONTENT_TYPE, error_document
 
 BROKER = "http://broker.test"
@@ -113,7 +114,6 @@ def test_take_run_handler_post_result(broker, sleeps) -> None:
     [
         (b"hello", "text/plain; charset=utf-8", "hello"),
         (b"\x00\r\n\xff", "application/octet-stream", b"\x00\r\n\xff"),
-        (b"\x89PNG", "image/png", b"\x89PNG"),
         (b"[1, 2]", "application/json", [1, 2]),
     ],
 )
@@ -122,6 +122,47 @@ def test_payload_is_decoded_by_content_type(broker, body, content_type, payload)
     seen = []
     make_worker().run(seen.append, max_tasks=1)
     assert seen == [payload]
+
+
+def test_images_and_npy_payloads_arrive_as_numpy_arrays(broker) -> None:
+    from PIL import Image
+
+    picture = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    png = io.BytesIO()
+    Image.fromarray(picture).save(png, format="PNG")
+    npy = io.BytesIO()
+    np.save(npy, np.eye(3, dtype=np.float32))
+    add_task(broker, "T1", png.getvalue(), "image/png")
+    add_task(broker, "T2", npy.getvalue(), "application/x-npy")
+    seen = []
+    make_worker().run(seen.append, max_tasks=2)
+    np.testing.assert_array_equal(seen[0], picture)
+    assert seen[1].dtype == np.float32 and seen[1].shape == (3, 3)
+
+
+def test_a_handler_may_ask_for_raw_bytes_and_answer_with_its_own_type(broker) -> None:
+    from worker import Encoded, handler
+
+    add_task(broker, "T1", b"\x89PNG not really", "image/png")
+
+    @handler(raw=True)
+    def passthrough(body, ctx):
+        return Encoded(body[::-1], f"application/x-reversed+{ctx.content_type.split('/')[1]}")
+
+    make_worker().run(passthrough, max_tasks=1)
+    [put] = puts(broker)
+    assert put.body == b"yllaer ton GNP\x89"
+    assert put.headers["Content-Type"] == "application/x-reversed+png"
+
+
+def test_a_broken_image_fails_its_task_for_good(broker) -> None:
+    add_task(broker, "T1", b"\x89PNG broken", "image/png")
+    called = []
+    make_worker().run(called.append, max_tasks=1)
+    assert called == []
+    document = json.loads(puts(broker)[0].body)
+    assert document["error"].startswith("ValueError: not a readable image")
+    assert document["retryable"] is False
 
 
 @pytest.mark.parametrize(
@@ -141,15 +182,16 @@ def test_result_is_encoded_by_type(broker, result, content_type) -> None:
     assert put.headers["Content-Type"] == content_type
     if isinstance(result, np.ndarray):
         np.testing.assert_array_equal(np.load(io.BytesIO(put.body)), result)
-    assert "X-Inferbox-Model-Version" not in put.headers
+    # no model_version given: a hash of the handler's module stands for it
+    assert put.headers["X-Inferbox-Model-Version"].startswith("tests.unit.test_worker_loop@")
 
 
 def test_a_handler_exception_posts_an_error_document_and_the_loop_goes_on(broker) -> None:
-    add_task(broker, "T1")
-    add_task(broker, "T2")
+    add_task(broker, "T1", b'{"x": 1}')
+    add_task(broker, "T2", b'{"x": 2}')
 
     def handler(payload):
-        if len(puts(broker)) == 0:
+        if payload["x"] == 1:
             raise ValueError("pixel 3 is not a number")
         return "ok"
 
@@ -275,13 +317,34 @@ def test_stop_from_the_handler_returns_after_the_task_in_hand(broker) -> None:
     worker = make_worker()
 
     def handler(payload):
+        deadline = time.monotonic() + 5
+        while len(takes(broker)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the fetcher takes T2 ahead while the model works on T1
+        worker.stop()
+        return "last"
+
+    broker.add(responses.POST, f"{BROKER}/tasks/T2/release", json={"status": "queued"})
+    worker.run(handler)
+    assert len(puts(broker)) == 1
+    # T2 was fetched ahead while the handler worked on T1: it goes back, unstarted
+    released = [c.request for c in broker.calls if c.request.url.endswith("/release")]
+    assert len(takes(broker)) == 2 and len(released) == 1
+    assert json.loads(released[0].body) == {"lease_id": "L-T2"}
+    assert not worker.stopping  # a stopped worker can run again
+
+
+def test_without_pipelining_stop_takes_nothing_more(broker) -> None:
+    add_task(broker, "T1")
+    add_task(broker, "T2")
+    worker = make_worker(pipeline=False)
+
+    def handler(payload):
         worker.stop()
         return "last"
 
     worker.run(handler)
     assert len(takes(broker)) == 1
     assert len(puts(broker)) == 1
-    assert not worker.stopping  # a stopped worker can run again
 
 
 def test_stop_from_another_thread_ends_an_idle_loop(broker) -> None:
@@ -366,6 +429,10 @@ def test_a_single_task_whose_payload_is_multipart_is_not_split() -> None:
     assert task.body == response._content
 
 
+def held_task(task_id: str = "T1", lease_id: str = "L1") -> TakenTask:
+    return TakenTask(task_id, lease_id, "", "default", 1, "application/json", b"{}")
+
+
 @pytest.mark.parametrize(
     ("status", "answer", "lost"),
     [
@@ -379,19 +446,24 @@ def test_heartbeat_outcomes(broker, status, answer, lost) -> None:
     url = f"{BROKER}/tasks/T1/heartbeat"
     broker.add(responses.POST, url, json=answer, status=status,
                match=[matchers.json_params_matcher({"lease_id": "L1"})])  # fmt: skip
-    beat = Heartbeat(requests.Session(), url, "L1", lease=60, timeout=5)
-    before = beat.deadline
-    beat.beat()
-    assert beat.lost is lost
-    assert (beat.deadline > before) is (status == 200)
+    keeper = LeaseKeeper(BrokerAPI(BROKER, "t", timeout=5, retries=0), lease=60)
+    task = held_task()
+    keeper.add([task])
+    before = keeper.deadline([task])
+    time.sleep(0.01)
+    keeper.beat(task)
+    assert (keeper.lost(task) is not None) is lost
+    assert (keeper.deadline([task]) > before) is (status == 200 and not lost)
 
 
 def test_heartbeat_connection_failure_is_not_a_lost_lease(broker) -> None:
     url = f"{BROKER}/tasks/T1/heartbeat"
     broker.add(responses.POST, url, body=requests.ConnectionError("refused"))
-    beat = Heartbeat(requests.Session(), url, "L1", lease=60, timeout=5)
-    beat.beat()
-    assert not beat.lost
+    keeper = LeaseKeeper(BrokerAPI(BROKER, "t", timeout=5, retries=0), lease=60)
+    task = held_task()
+    keeper.add([task])
+    keeper.beat(task)
+    assert keeper.lost(task) is None
 
 
 def test_error_document_shape() -> None:
