@@ -45,7 +45,7 @@ from .source import Source
 TEMP_PREFIX = ".inferbox-tmp-"
 HEADER_VERSION = 1
 _HEADER_LIMIT = 64 * 1024  # far above the largest header valid metadata can produce
-_CREATE_ATTEMPTS = 5  # a concurrent delete may prune the directory we are about to write in
+_CREATE_ATTEMPTS = 20  # a concurrent delete may prune the directory we are about to write in
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
@@ -213,7 +213,18 @@ class FileStore(BlobStore):
         except (FileExistsError, NotADirectoryError) as exc:
             if not os.path.isdir(self.root):
                 raise  # the store itself is gone: StorageUnavailable, not the key's fault
-            raise _conflict(key) from exc
+            if self._blocked_by_file(directory):
+                raise _conflict(key) from exc
+            # Another process pruned a directory between makedirs' mkdir and its isdir check.
+            raise FileNotFoundError(errno.ENOENT, "a directory vanished; try again") from exc
+
+    def _blocked_by_file(self, directory: str) -> bool:
+        """Whether a blob (a regular file) stands where ``directory`` or an ancestor should be."""
+        while directory.startswith(self.root) and len(directory) > len(self.root):
+            if os.path.isfile(directory):
+                return True
+            directory = os.path.dirname(directory)
+        return False
 
     def _prune(self, directory: str) -> None:
         """Remove ``directory`` and its ancestors below the root while they are empty."""
