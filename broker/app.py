@@ -20,7 +20,7 @@ from storage import BlobStore, open_store
 
 from . import errors
 from .auth import TokenTable
-from .blueprints import leases, meta, queues, tasks
+from .blueprints import compat, leases, meta, queues, tasks
 from .mailbox import Mailbox
 from .notify import Notifier
 from .queue import TaskQueue
@@ -76,7 +76,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["inferbox"] = Inferbox(settings, mailbox, TokenTable.from_settings(settings))
 
-    for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp):
+    for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp, compat.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(errors.BrokerError, _broker_error)
     app.register_error_handler(HTTPException, _http_error)

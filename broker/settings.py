@@ -23,6 +23,11 @@ INFERBOX_DEFAULT_MAX_ATTEMPTS  attempts per task unless the submit says (3)
 INFERBOX_HOST / INFERBOX_PORT  where ``inferbox-broker`` listens (127.0.0.1 / 8000)
 INFERBOX_WORKERS               server processes (1; must be 1 on the embedded Redis)
 INFERBOX_THREADS               threads per process, i.e. concurrent long-polls (64)
+INFERBOX_COMPAT_KEYS           comma-separated function keys of the v0 ``/api/*`` endpoints
+                               (``?code=`` or ``x-functions-key``); each acts as a client
+                               and a worker token, all owning the same tasks
+INFERBOX_COMPAT_QUEUE          the queue v0 tasks enter and v0 workers take (``default``)
+INFERBOX_COMPAT_LEASE          seconds a v0 worker holds a task; v0 has no heartbeat (60)
 =============================  ==========================================================
 """
 
@@ -34,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import keys as K
-from .errors import SettingsError
+from .errors import InvalidQueue, SettingsError
+from .options import queue_name
 
 PREFIX = "INFERBOX_"
 
@@ -61,6 +67,9 @@ class Settings:
     port: int = 8000
     workers: int = 1
     threads: int = 64
+    compat_keys: tuple[str, ...] = ()
+    compat_queue: str = K.DEFAULT_QUEUE
+    compat_lease: int = K.DEFAULT_LEASE
 
     @property
     def embedded(self) -> bool:
@@ -69,7 +78,7 @@ class Settings:
 
     @property
     def has_tokens(self) -> bool:
-        tokens = self.client_tokens + self.worker_tokens + self.admin_tokens
+        tokens = self.client_tokens + self.worker_tokens + self.admin_tokens + self.compat_keys
         return bool(tokens) or self.tokens_file is not None
 
     @classmethod
@@ -95,6 +104,9 @@ class Settings:
             port=env.number("PORT", 8000, low=0, high=65535),
             workers=env.number("WORKERS", 1),
             threads=env.number("THREADS", 64),
+            compat_keys=env.items("COMPAT_KEYS"),
+            compat_queue=env.queue("COMPAT_QUEUE", K.DEFAULT_QUEUE),
+            compat_lease=env.number("COMPAT_LEASE", K.DEFAULT_LEASE, high=K.MAX_LEASE),
         )
 
 
@@ -115,6 +127,13 @@ class _Env:
         if raw not in {"0", "1", "true", "false", "yes", "no", "on", "off"}:
             raise SettingsError(f"{PREFIX}{name} must be a boolean (1/0, true/false), not {raw!r}")
         return raw in {"1", "true", "yes", "on"}
+
+    def queue(self, name: str, default: str) -> str:
+        raw = self.text(name)
+        try:
+            return queue_name(raw) if raw is not None else default
+        except InvalidQueue as exc:
+            raise SettingsError(f"{PREFIX}{name}: {exc.message}") from None
 
     def number(self, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
         raw = self.text(name)
