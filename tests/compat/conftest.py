@@ -13,6 +13,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import requests
 
 from tests.azurite import azure_container, azure_env, azurite  # noqa: F401 - fixtures
 from tests.conftest import REDIS_URL
-from tests.integration.conftest import ROOT, child_env, free_port, wait_until_healthy
+from tests.integration.conftest import ROOT, child_env, free_port
 
 
 def _function_key(function: str) -> str:
@@ -76,6 +77,22 @@ class V0Broker:
 
 
 StartBroker = Callable[..., V0Broker]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until /healthz answers 200. A worker still loading (the Azure SDK, a first storage
+    connection) may hold a request for seconds on a busy machine: slow answers are waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"broker exited with {process.returncode}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=10).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"broker at {url} not healthy after {timeout}s")
 
 
 @pytest.fixture

@@ -28,13 +28,14 @@ pytestmark = pytest.mark.redis
 
 
 def predict(broker: V0Broker, payload: bytes) -> str:
-    answer = requests.post(broker.predict_url, json={"payload": base64.b64encode(payload).decode()})
+    body = {"payload": base64.b64encode(payload).decode()}
+    answer = requests.post(broker.predict_url, json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     return answer.text
 
 
 def take(broker: V0Broker, session: requests.Session | None = None) -> tuple[str, bytes] | None:
-    answer = (session or requests).post(broker.getnexttask_url, data={})
+    answer = (session or requests).post(broker.getnexttask_url, data={}, timeout=30)
     if answer.status_code == 204:
         return None
     assert answer.status_code == 200, answer.text
@@ -44,11 +45,11 @@ def take(broker: V0Broker, session: requests.Session | None = None) -> tuple[str
 
 def put(broker: V0Broker, task_id: str, result: bytes) -> requests.Response:
     body = {"task_id": task_id, "result": base64.b64encode(result).decode()}
-    return requests.post(broker.puttaskresult_url, json=body)
+    return requests.post(broker.puttaskresult_url, json=body, timeout=30)
 
 
 def get_result(broker: V0Broker, task_id: str) -> requests.Response:
-    return requests.post(broker.getresult_url, json={"task_id": task_id})
+    return requests.post(broker.getresult_url, json={"task_id": task_id}, timeout=30)
 
 
 def test_two_v0_workers_polling_at_once_never_get_the_same_task(v0_broker: V0Broker):
@@ -144,11 +145,11 @@ def test_each_function_key_reaches_the_tasks_of_the_others(v0_broker: V0Broker):
     client_id = predict(v0_broker, b"x")  # submitted with the predict_v0 key
     for key in (KEY_NEXT, KEY_PUT):  # the original's keys were per function; all are compat keys
         answer = requests.post(v0_broker.function_url("getresult_v0", key),
-                               json={"task_id": client_id})  # fmt: skip
+                               json={"task_id": client_id}, timeout=30)  # fmt: skip
         assert (answer.status_code, answer.text) == (200, SENTINEL)
     # A native client token is someone else: it does not see the v0 tasks, nor they its own.
     native = requests.post(v0_broker.function_url("getresult_v0", CLIENT_TOKEN),
-                           json={"task_id": client_id})  # fmt: skip
+                           json={"task_id": client_id}, timeout=30)  # fmt: skip
     assert native.headers["X-Inferbox-Status"] == "unknown"
     with Client(v0_broker.url, token=CLIENT_TOKEN) as client:
         mine = client.submit(b"mine")

@@ -93,7 +93,7 @@ def test_bodies_that_are_no_json_object_are_refused(raw: bytes) -> None:
         compat.parse_body(raw)
 
 
-def test_a_large_single_quoted_payload_parses_quickly() -> None:
+def test_a_large_single_quoted_payload_parses() -> None:
     payload = b64(os.urandom(6 * 1024 * 1024))
     assert compat.parse_body(f"{{'payload': '{payload}'}}".encode()) == {"payload": payload}
 
