@@ -20,7 +20,7 @@ from storage import BlobStore, open_store
 
 from . import errors
 from .auth import TokenTable
-from .blueprints import activity, leases, meta, metrics, pages, queues, tasks
+from .blueprints import activity, compat, leases, meta, metrics, pages, queues, tasks
 from .mailbox import Mailbox
 from .notify import Notifier
 from .queue import TaskQueue
@@ -76,7 +76,8 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["inferbox"] = Inferbox(settings, mailbox, TokenTable.from_settings(settings))
 
-    for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp, activity.bp, metrics.bp, pages.bp):
+    for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp, activity.bp, metrics.bp, pages.bp,
+                      compat.bp):
         app.register_blueprint(blueprint)
     if settings.embedded and settings.webhook_secret:
         deliver_webhooks_in_process(settings, queue, mailbox.notifier)

@@ -6,12 +6,16 @@ role      may
 client    submit tasks; read, wait on and cancel the tasks it submitted
 worker    take tasks, heartbeat, post results
 admin     everything, every task, queue statistics
+compat    what a client and a worker may, at once: the function keys of the v0
+          endpoints (``INFERBOX_COMPAT_KEYS``, docs/compat-azureml.md)
 ========  =====================================================================
 
 Tokens are kept as SHA-256 digests and a presented token is compared with every known digest in
 constant time. A task's owner is ``t-`` and the first 16 hex digits of its token's digest, so the
-same token owns the same tasks on every broker process. With no tokens configured the broker is
-open: every caller is an admin owning ``anonymous`` (the CLI binds such a broker to loopback).
+same token owns the same tasks on every broker process. Every compat key owns the same tasks
+(``keys.COMPAT_OWNER``), as the per-function keys of one Azure Functions app all reached the same
+containers. With no tokens configured the broker is open: every caller is an admin owning
+``anonymous`` (the CLI binds such a broker to loopback).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import keys as K
 from .errors import AuthError, Forbidden, SettingsError
 from .settings import Settings
 
-CLIENT, WORKER, ADMIN = "client", "worker", "admin"
-ROLES = (CLIENT, WORKER, ADMIN)
+CLIENT, WORKER, ADMIN, COMPAT = "client", "worker", "admin", "compat"
+ROLES = (CLIENT, WORKER, ADMIN, COMPAT)
+COMPAT_GRANTS = frozenset({CLIENT, WORKER})
 ANONYMOUS = "anonymous"
 
 
@@ -36,6 +42,8 @@ class Principal:
 
     def require(self, *roles: str) -> None:
         """Raise Forbidden unless this principal is an admin or holds one of ``roles``."""
+        if self.role == COMPAT and COMPAT_GRANTS.intersection(roles):
+            return
         if self.role != ADMIN and self.role not in roles:
             raise Forbidden(f"a {self.role} token may not do this (needs {' or '.join(roles)})")
 
@@ -64,6 +72,7 @@ class TokenTable:
                 (CLIENT, settings.client_tokens),
                 (WORKER, settings.worker_tokens),
                 (ADMIN, settings.admin_tokens),
+                (COMPAT, settings.compat_keys),
             )
             for token in tokens
         ]
@@ -88,7 +97,7 @@ class TokenTable:
                 match = role
         if match is None:
             raise AuthError("unknown token")
-        return Principal(match, "t-" + presented[:16])
+        return Principal(match, K.COMPAT_OWNER if match == COMPAT else "t-" + presented[:16])
 
 
 def _read_tokens_file(path: Path) -> list[tuple[str, str]]:
@@ -102,7 +111,7 @@ def _read_tokens_file(path: Path) -> list[tuple[str, str]]:
         if not fields:
             continue
         if len(fields) < 2 or fields[0] not in ROLES:
-            raise SettingsError(f"{path}:{number}: expected '<client|worker|admin> <token>'")
+            raise SettingsError(f"{path}:{number}: expected '<{'|'.join(ROLES)}> <token>'")
         role, secret = fields[0], fields[1]
         if secret.startswith("sha256:"):
             entries.append((role, secret.removeprefix("sha256:").lower()))

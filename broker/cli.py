@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from . import import_v0
 from .app import create_app
 from .errors import SettingsError
 from .settings import Settings
@@ -27,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "import-v0":
+        return import_v0.run(args.source, move=args.move)
     try:
         settings = _settings(args)
         _check_exposure(settings)
@@ -57,8 +60,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the inferbox broker. With no INFERBOX_REDIS_URL it runs on an "
         "embedded in-process Redis and file:// storage: no services needed.",
     )
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "jobs"],
-                        help="serve: the HTTP broker (default); jobs: deliver webhooks (rq worker)")
+    parser.add_argument("command", nargs="?", default="serve",
+                        choices=["serve", "jobs", "import-v0"],
+                        help="serve: the HTTP broker (default); jobs: deliver webhooks (rq "
+                        "worker); import-v0: queue the pending payloads of an original v0 inbox "
+                        "container (docs/compat-azureml.md)")
     parser.add_argument("--host", help="address to bind (INFERBOX_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (INFERBOX_PORT, default 8000)")
     parser.add_argument("--workers", type=int, help="server processes (INFERBOX_WORKERS, 1)")
@@ -67,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve without tokens on a non-loopback address (INFERBOX_ALLOW_OPEN)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument("--from", dest="source", metavar="URL",
+                        help="import-v0: the v0 inbox container, e.g. az://inboxv0")
+    parser.add_argument("--move", action="store_true",
+                        help="import-v0: delete each source blob once its task is queued")
     return parser
 
 

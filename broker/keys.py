@@ -67,6 +67,7 @@ DEFAULT_MAX_WAIT = 60  # cap of ?wait= long-polls, seconds
 DEFAULT_MAX_PAYLOAD_BYTES = 100 * 1024 * 1024
 MAX_TASKS_PER_TAKE = 100
 IDEMPOTENCY_TTL = 86_400
+COMPAT_OWNER = "compat"  # owner of the tasks that compat (v0 function) keys submit
 RECHECK_INTERVAL = 1.0  # long-polls re-read state this often even without a notification
 REAP_BATCH = 100  # expired leases reaped per take, at most
 

@@ -81,13 +81,18 @@ class Mailbox:
         self, body: IO[bytes], *, content_type: str, queue: str, owner: str, priority: int,
         max_attempts: int, ttl: int, idempotency_key: str | None = None,
         webhook_url: str = "", webhook_events: tuple[str, ...] = (),
+        task_id: str | None = None,
     ) -> tuple[Task, bool]:  # fmt: skip
-        """Store the payload and queue the task; returns (task, created)."""
+        """Store the payload and queue the task; returns (task, created).
+
+        ``task_id`` names the new task (an import keeping ids that clients already hold); the
+        caller makes sure no task has it yet. By default the id is new and random.
+        """
         if idempotency_key:
             existing = self.queue.find_replay(owner, idempotency_key)
             if existing:
                 return self.queue.get(existing), False
-        task_id = new_task_id()
+        task_id = task_id or new_task_id()
         key = K.payload_key(task_id)
         metadata = {
             "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
@@ -104,8 +109,8 @@ class Mailbox:
         except BaseException:
             self._discard(key)
             raise
-        if not submitted.created:  # a concurrent submit with the same key won the race
-            self._discard(key)
+        if not submitted.created and submitted.task_id != task_id:
+            self._discard(key)  # a concurrent submit with the same key won the race
         return self.queue.get(submitted.task_id), submitted.created
 
     def task(self, task_id: str, owner: str | None) -> Task:

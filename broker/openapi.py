@@ -316,6 +316,70 @@ def _operator_ops() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _text(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description, "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+V0_SECURITY: list[dict[str, list[str]]] = [
+    {"functionKey": []}, {"functionKeyHeader": []}, {"bearer": []},
+]
+V0_ERRORS = {"401": _text("missing or unknown function key"), "403": _text("wrong role")}
+
+
+def _v0(summary: str, fields: dict[str, str], responses: dict[str, Any]) -> dict[str, Any]:
+    """GET and POST alike: fields in the query string, else in a (lenient) JSON body."""
+    operation = {
+        "summary": summary, "security": V0_SECURITY,
+        "parameters": [_param(name, "query", {"type": "string"}, text)
+                       for name, text in fields.items()],
+        "responses": {**responses, **V0_ERRORS},
+    }
+    if fields:
+        body = {"type": "object", "properties": {name: {"type": "string"} for name in fields}}
+        operation["requestBody"] = {"description": "JSON text, whatever the Content-Type",
+                                    "content": {"*/*": {"schema": body}}}
+    return {"get": operation, "post": operation}
+
+
+def _compat_ops() -> dict[str, Any]:
+    """The original Azure Functions (docs/compat-azureml.md)."""
+    page = {"description": "the test page", "content": {"text/html": {"schema": {}}}}
+    return {
+        "/api/predict_v0": _v0(
+            "v0: submit base64 payload bytes; answers the task id as text",
+            {"payload": "standard base64 of the payload bytes"},
+            {"200": _text("<guid>.payload"), "400": _text("no payload, or not base64"),
+             "413": _text("payload over the limit")}),
+        "/api/getnexttask_v0": _v0(
+            "v0: take the next task with a lease (INFERBOX_COMPAT_LEASE)", {},
+            {"200": _text("<guid>.<lease>.payload|<base64 payload>"),
+             "204": {"description": "no task available"}}),
+        "/api/puttaskresult_v0": _v0(
+            "v0: post a base64 result; echoes the task id",
+            {"task_id": "the id getnexttask_v0 gave", "result": "standard base64 of the result"},
+            {"200": _text("the task id, echoed"), "400": _text("missing field or not base64"),
+             "404": _text("unknown task"), "409": _text("lease lost or task final")}),
+        "/api/getresult_v0": _v0(
+            "v0: the base64 result, or the base64 of 'task_id not found!'",
+            {"task_id": "the id predict_v0 gave"},
+            {"200": _text("base64 of the result bytes, or dGFza19pZCBub3QgZm91bmQh", {
+                "X-Inferbox-Status": _string_header("the task's status, or unknown")}),
+             "400": _text("missing task_id")}),
+        "/api/showTestPage": {method: {"summary": "v0: the test page (no key needed)",
+                                       "security": [], "responses": {"200": page}}
+                              for method in ("get", "post")},
+        "/api/showTestPage/jquery.js": {"get": {
+            "summary": "the test page's jQuery, shipped in the package", "security": [],
+            "responses": {"200": {"description": "jQuery 3.7.1",
+                                  "content": {"text/javascript": {"schema": {}}}}}}},
+    }  # fmt: skip
+
+
 @cache
 def spec() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
@@ -330,8 +394,10 @@ def spec() -> dict[str, Any]:
                  "description": "Submit payloads, let pull-based workers run the model, fetch "
                                 "results by id. Prose reference: docs/api.md."},
         "components": {"schemas": SCHEMAS, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"}}},
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "functionKey": {"type": "apiKey", "in": "query", "name": "code"},
+            "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"}}},
         "security": [{"bearer": []}],
         "paths": {"/predict": _predict(), "/getresult/{task_id}": _getresult(), **_task_ops(),
-                  **_worker_ops(), **_operator_ops()},
+                  **_worker_ops(), **_operator_ops(), **_compat_ops()},
     }  # fmt: skip

@@ -29,6 +29,11 @@ INFERBOX_WEBHOOK_ALLOW         comma-separated networks or host names webhooks m
                                they are loopback, private or link-local (none)
 INFERBOX_WEBHOOK_RETRY_DELAYS  seconds before each retry of a failed delivery
                                (5,30,120,600,1800,3600)
+INFERBOX_COMPAT_KEYS           comma-separated function keys of the v0 ``/api/*`` endpoints
+                               (``?code=`` or ``x-functions-key``); each acts as a client
+                               and a worker token, all owning the same tasks
+INFERBOX_COMPAT_QUEUE          the queue v0 tasks enter and v0 workers take (``default``)
+INFERBOX_COMPAT_LEASE          seconds a v0 worker holds a task; v0 has no heartbeat (60)
 =============================  ==========================================================
 """
 
@@ -40,7 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import keys as K
-from .errors import SettingsError
+from .errors import InvalidQueue, SettingsError
+from .options import queue_name
 
 PREFIX = "INFERBOX_"
 
@@ -70,6 +76,9 @@ class Settings:
     webhook_secret: str | None = None
     webhook_allow: tuple[str, ...] = ()
     webhook_retry_delays: tuple[int, ...] = K.WEBHOOK_RETRY_DELAYS
+    compat_keys: tuple[str, ...] = ()
+    compat_queue: str = K.DEFAULT_QUEUE
+    compat_lease: int = K.DEFAULT_LEASE
 
     @property
     def embedded(self) -> bool:
@@ -78,7 +87,7 @@ class Settings:
 
     @property
     def has_tokens(self) -> bool:
-        tokens = self.client_tokens + self.worker_tokens + self.admin_tokens
+        tokens = self.client_tokens + self.worker_tokens + self.admin_tokens + self.compat_keys
         return bool(tokens) or self.tokens_file is not None
 
     @classmethod
@@ -107,6 +116,9 @@ class Settings:
             webhook_secret=env.text("WEBHOOK_SECRET"),
             webhook_allow=env.items("WEBHOOK_ALLOW"),
             webhook_retry_delays=env.numbers("WEBHOOK_RETRY_DELAYS", K.WEBHOOK_RETRY_DELAYS),
+            compat_keys=env.items("COMPAT_KEYS"),
+            compat_queue=env.queue("COMPAT_QUEUE", K.DEFAULT_QUEUE),
+            compat_lease=env.number("COMPAT_LEASE", K.DEFAULT_LEASE, high=K.MAX_LEASE),
         )
         settings.check_webhooks()
         return settings
@@ -150,6 +162,13 @@ class _Env:
         if any(value < 0 for value in values):
             raise SettingsError(f"{PREFIX}{name} must not be negative")
         return values
+
+    def queue(self, name: str, default: str) -> str:
+        raw = self.text(name)
+        try:
+            return queue_name(raw) if raw is not None else default
+        except InvalidQueue as exc:
+            raise SettingsError(f"{PREFIX}{name}: {exc.message}") from None
 
     def number(self, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
         raw = self.text(name)

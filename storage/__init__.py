@@ -3,7 +3,7 @@
 Open a store by URL with :func:`open_store`; every backend honours the :class:`BlobStore`
 contract (atomic puts, streaming gets, sorted listing, the key rules of :func:`validate_key`)::
 
-    store = open_store("file:///var/lib/inferbox")    # or memory://, s3://bucket/prefix
+    store = open_store("file:///var/lib/inferbox")    # or memory://, s3://b/prefix, az://c/prefix
     store.put("inbox/42", request_body, content_type="image/png", metadata={"task_id": "42"})
     with store.get("inbox/42") as blob:
         for chunk in blob.iter_chunks():

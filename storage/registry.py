@@ -1,7 +1,8 @@
 """Choosing a backend by URL scheme: :func:`open_store`.
 
 ``SCHEMES`` maps a scheme to a factory that takes the whole URL. A backend module is imported
-only when its scheme is opened, so ``import storage`` pulls in no optional dependency (boto3).
+only when its scheme is opened, so ``import storage`` pulls in no optional dependency (boto3,
+azure-storage-blob).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ SCHEMES: dict[str, StoreFactory] = {
     "file": _lazy(".file", "FileStore"),
     "memory": _lazy(".memory", "MemoryStore"),
     "s3": _lazy(".s3", "S3Store"),
+    "az": _lazy(".azure", "AzureStore"),
 }
 
 
 def open_store(url: str) -> BlobStore:
     """Open the store that ``url`` names, such as ``file:///var/lib/inferbox``, ``memory://``,
-    ``memory://shared`` or ``s3://bucket/prefix``.
+    ``memory://shared``, ``s3://bucket/prefix`` or ``az://container/prefix``.
 
     Raises :class:`~storage.errors.UnknownScheme` (naming the supported schemes) for a missing or
     unknown scheme, :class:`~storage.errors.StorageError` for a malformed URL, and

@@ -1,7 +1,8 @@
 """Fixtures for the storage suite: one store per backend, each starting empty, and test streams.
 
 Backends: ``memory://``, ``file://`` under ``tmp_path``, S3 through moto in-process
-(``mock_aws``), and S3 through moto's real HTTP server (boto3 talks HTTP to it).
+(``mock_aws``), S3 through moto's real HTTP server (boto3 talks HTTP to it), and Azure Blob
+storage through a real Azurite emulator (``tests/azurite.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from storage import BlobStore, open_store
+from tests.azurite import azure_container, azure_env, azurite  # noqa: F401 - fixtures
 
 S3_ENV_TO_CLEAR = (
     "AWS_ENDPOINT_URL",
@@ -157,4 +159,18 @@ def s3_server_store(s3_server_env: str) -> Iterator[BlobStore]:
     bucket = f"inferbox-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     with open_store(f"s3://{bucket}") as store:
+        yield store
+
+
+@pytest.fixture
+def azure_store(azure_container: str) -> Iterator[BlobStore]:  # noqa: F811
+    """Azure Blob storage on Azurite, container root (no prefix)."""
+    with open_store(f"az://{azure_container}") as store:
+        yield store
+
+
+@pytest.fixture
+def azure_prefix_store(azure_container: str) -> Iterator[BlobStore]:  # noqa: F811
+    """Azure Blob storage on Azurite, under a URL prefix."""
+    with open_store(f"az://{azure_container}/some/prefix") as store:
         yield store

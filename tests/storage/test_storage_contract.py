@@ -201,6 +201,17 @@ class BlobStoreContract:
             assert blob.read() == _payload(1, 300_000)
         assert store.read_bytes("snap") == _payload(2, 1000)
 
+    def test_open_large_blob_survives_overwrite_and_delete(self, store: BlobStore) -> None:
+        size = 9 * MiB + 5  # more than one block, range or buffer of any backend
+        store.put("big", _payload(1, size))
+        with store.get("big") as blob:
+            head = blob.read(MiB)
+            store.put("big", _payload(2, size))
+            store.delete("big")
+            rest = blob.read()
+        assert head + rest == _payload(1, size)
+        assert not store.exists("big")
+
     # -- the Blob reader ------------------------------------------------------------------------
 
     def test_blob_reads_partially_and_closes(self, store: BlobStore) -> None:
@@ -401,3 +412,17 @@ class TestS3ServerStore(BlobStoreContract):
     @pytest.fixture
     def store(self, s3_server_store: BlobStore) -> BlobStore:
         return s3_server_store
+
+
+class TestAzureStore(BlobStoreContract):
+    @pytest.fixture
+    def store(self, azure_store: BlobStore) -> BlobStore:
+        return azure_store
+
+
+class TestAzurePrefixStore(BlobStoreContract):
+    longest_key = 1024 - len("some/prefix/")
+
+    @pytest.fixture
+    def store(self, azure_prefix_store: BlobStore) -> BlobStore:
+        return azure_prefix_store
