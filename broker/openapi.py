@@ -59,7 +59,8 @@ NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object", "required": ["error", "message"],
-        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"},
+                       "retry_after": {"type": "number", "minimum": 0}},
     },
     "Progress": {
         "type": ["object", "null"],
@@ -144,7 +145,11 @@ def _predict() -> dict[str, Any]:
         "responses": {
             "202": _json("Task", "queued (or replayed for a known Idempotency-Key)"),
             "400": _error("bad option or queue name"), **AUTH_ERRORS,
-            "413": _error("payload over the limit"), "503": _error("Redis or storage failed"),
+            "413": _error("payload over the limit"),
+            "429": {**_error("the queue is full or the token submits too fast"), "headers": {
+                "Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                "description": "seconds to wait before trying again"}}},
+            "503": _error("Redis or storage failed"),
         },
     }}  # fmt: skip
 

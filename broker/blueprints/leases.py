@@ -12,9 +12,10 @@ from storage import Blob
 
 from .. import keys as K
 from .. import options
-from ..auth import WORKER
+from ..auth import WORKER, Principal
 from ..errors import InvalidRequest
 from ..task import Lease, iso
+from ..web import untrusted
 from .common import authorize, box, json_body, mailbox, option, stream_blob
 
 bp = Blueprint("leases", __name__)
@@ -25,9 +26,10 @@ MAX_ERROR_DOC = 64 * 1024
 
 @bp.post("/getnexttask")
 def getnexttask() -> Response:
-    authorize(WORKER)
+    principal = authorize(WORKER)
     body = json_body()
     queues = options.queue_names(option("queue", None, body) or K.DEFAULT_QUEUE)
+    principal.require_queues(queues)
     max_tasks = options.integer("max_tasks", option("max_tasks", None, body), default=1, low=1,
                                 high=K.MAX_TASKS_PER_TAKE)  # fmt: skip
     wait = options.wait_seconds(option("wait", None, body), box().settings.max_wait)
@@ -46,8 +48,8 @@ def getnexttask() -> Response:
         response = Response(stream_blob(blob), content_type=lease_.content_type,
                             headers=_lease_headers(lease_))  # fmt: skip
         response.content_length = blob.info.size
-        return response
-    return _multipart(taken)
+        return untrusted(response)
+    return untrusted(_multipart(taken))
 
 
 def _lease_headers(lease: Lease) -> dict[str, str]:
@@ -89,6 +91,12 @@ def _multipart(taken: list[tuple[Lease, Blob]]) -> Response:
     return response
 
 
+def _check_queue(principal: Principal, task_id: str) -> None:
+    """A worker token limited to some queues may touch only their tasks."""
+    if principal.queues:
+        principal.require_queues([mailbox().task(task_id, None).queue])
+
+
 def _lease_id() -> str:
     lease_id = request.headers.get("X-Inferbox-Lease-Id") or request.args.get("lease_id")
     if not lease_id:
@@ -98,20 +106,22 @@ def _lease_id() -> str:
 
 @bp.post("/tasks/<task_id>/heartbeat")
 def heartbeat(task_id: str) -> Response:
-    authorize(WORKER)
+    principal = authorize(WORKER)
     body = json_body()
     lease_id = body.get("lease_id") or _lease_id()
     lease_id = options.text("lease_id", lease_id, max_length=64)
     progress = options.progress(body.get("progress"))
+    _check_queue(principal, options.task_id(task_id))
     deadline, canceled = mailbox().heartbeat(options.task_id(task_id), lease_id, progress)
     return jsonify({"lease_deadline": None if canceled else iso(deadline), "canceled": canceled})
 
 
 @bp.post("/puttaskresult/<task_id>")
 def puttaskresult(task_id: str) -> Response:
-    authorize(WORKER)
+    principal = authorize(WORKER)
     task_id = options.task_id(task_id)
     lease_id = _lease_id()
+    _check_queue(principal, task_id)
     content_type = request.content_type or "application/octet-stream"
     if content_type.split(";")[0].strip().lower() == ERROR_MEDIA_TYPE:
         error, retryable = _error_document()

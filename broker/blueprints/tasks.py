@@ -8,6 +8,7 @@ from .. import keys as K
 from .. import options
 from ..auth import CLIENT
 from ..task import Task
+from ..web import untrusted
 from .common import authorize, box, mailbox, option, owner_filter, stream_blob
 
 bp = Blueprint("tasks", __name__)
@@ -20,6 +21,7 @@ def predict() -> Response:
     principal = authorize(CLIENT)
     settings = box().settings
     queue = options.queue_name(option("queue", "X-Inferbox-Queue") or K.DEFAULT_QUEUE)
+    principal.require_queues([queue])
     priority = options.integer("priority", option("priority", "X-Inferbox-Priority"),
                                default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY)
     max_attempts = options.integer(
@@ -73,4 +75,4 @@ def _result_response(task: Task) -> Response:
     response.headers["X-Inferbox-Task-Id"] = task.id
     if task.model_version:
         response.headers["X-Inferbox-Model-Version"] = task.model_version
-    return response
+    return untrusted(response)

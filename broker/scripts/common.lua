@@ -8,9 +8,16 @@ local function queue_key(q) return prefix .. ':queue:' .. q end
 local function running_key(q) return prefix .. ':running:' .. q end
 local function fmt_time(t) return string.format('%.3f', t) end
 
+-- Every final state goes through here: it starts the retention clock and, for the states that
+-- leave no blob of their own (failed, canceled), asks for a state record in storage.
 local function finish(tk, id, status, error_text)
   redis.call('HSET', tk, 'status', status, 'finished_at', fmt_time(now))
   if error_text then redis.call('HSET', tk, 'error', error_text) end
+  redis.call('ZADD', prefix .. ':finished', fmt_time(now), id)
+  redis.call('ZREM', prefix .. ':ttl', id)
+  if status == 'failed' or status == 'canceled' then
+    redis.call('SADD', prefix .. ':unrecorded', id)
+  end
   redis.call('PUBLISH', events, 'done:' .. id)
 end
 
@@ -18,6 +25,7 @@ local function requeue(tk, id, queue, error_text)
   local score = redis.call('HGET', tk, 'score')
   redis.call('HSET', tk, 'status', 'queued', 'lease_id', '', 'lease_deadline', '', 'error', error_text)
   redis.call('ZADD', queue_key(queue), score, id)
+  redis.call('ZADD', prefix .. ':ttl', redis.call('HGET', tk, 'expires_at'), id)
   redis.call('PUBLISH', events, 'queued:' .. queue)
 end
 

@@ -26,3 +26,11 @@ def poison(payload: dict[str, Any]) -> dict[str, Any]:
     if payload.get("poison"):
         raise ValueError("poison pill: this input always breaks the model")
     return {"value": payload["value"] * 2}
+
+
+def doomed(payload: dict[str, Any]) -> dict[str, Any]:
+    """Kill the worker process outright for a poison payload (a segfault, the OOM killer...):
+    no error document, no goodbye. Answer for the others."""
+    if payload.get("poison"):
+        os._exit(3)
+    return {"value": payload["value"] * 2}
