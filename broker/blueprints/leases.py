@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
+from functools import partial
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -16,7 +17,15 @@ from ..auth import WORKER, Principal
 from ..errors import InvalidRequest
 from ..task import Lease, iso
 from ..web import untrusted
-from .common import authorize, box, json_body, mailbox, option, stream_blob
+from .common import (
+    authorize,
+    box,
+    json_body,
+    known_query,
+    mailbox,
+    option,
+    stream_blob,
+)
 
 bp = Blueprint("leases", __name__)
 
@@ -27,18 +36,18 @@ MAX_ERROR_DOC = 64 * 1024
 @bp.post("/getnexttask")
 def getnexttask() -> Response:
     principal = authorize(WORKER)
+    known_query("queue", "max_tasks", "wait", "lease", "worker_id")
     body = json_body()
-    queues = options.queue_names(option("queue", None, body) or K.DEFAULT_QUEUE)
+    queues = option("queue", None, body, partial(options.queue_names, default=K.DEFAULT_QUEUE))
     principal.require_queues(queues)
-    max_tasks = options.integer("max_tasks", option("max_tasks", None, body), default=1, low=1,
-                                high=K.MAX_TASKS_PER_TAKE)  # fmt: skip
-    wait = options.wait_seconds(option("wait", None, body), box().settings.max_wait)
-    lease = options.integer("lease", option("lease", None, body), default=K.DEFAULT_LEASE, low=1,
-                            high=K.MAX_LEASE)  # fmt: skip
-    worker_id = options.text(
-        "worker_id", option("worker_id", "X-Inferbox-Worker", body), default="anonymous",
-        max_length=128,
-    )
+    max_tasks = option("max_tasks", None, body, lambda raw: options.integer(
+        "max_tasks", raw, default=1, low=1, high=K.MAX_TASKS_PER_TAKE))  # fmt: skip
+    wait = option("wait", None, body,
+                  lambda raw: options.wait_seconds(raw, box().settings.max_wait))  # fmt: skip
+    lease = option("lease", None, body, lambda raw: options.integer(
+        "lease", raw, default=K.DEFAULT_LEASE, low=1, high=K.MAX_LEASE))  # fmt: skip
+    worker_id = option("worker_id", "X-Inferbox-Worker", body, lambda raw: options.text(
+        "worker_id", raw, default="anonymous", max_length=128))  # fmt: skip
     taken = mailbox().take(queues, max_tasks=max_tasks, lease_seconds=lease,
                            worker_id=worker_id, wait=wait)  # fmt: skip
     if not taken:
@@ -107,6 +116,7 @@ def _lease_id() -> str:
 @bp.post("/tasks/<task_id>/heartbeat")
 def heartbeat(task_id: str) -> Response:
     principal = authorize(WORKER)
+    known_query("lease_id")
     body = json_body()
     lease_id = body.get("lease_id") or _lease_id()
     lease_id = options.text("lease_id", lease_id, max_length=64)
@@ -119,6 +129,7 @@ def heartbeat(task_id: str) -> Response:
 @bp.post("/puttaskresult/<task_id>")
 def puttaskresult(task_id: str) -> Response:
     principal = authorize(WORKER)
+    known_query("lease_id")
     task_id = options.task_id(task_id)
     lease_id = _lease_id()
     _check_queue(principal, task_id)

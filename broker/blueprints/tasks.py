@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import keys as K
@@ -9,7 +11,15 @@ from .. import options
 from ..auth import CLIENT
 from ..task import Task
 from ..web import untrusted
-from .common import authorize, box, mailbox, option, owner_filter, stream_blob
+from .common import (
+    authorize,
+    box,
+    known_query,
+    mailbox,
+    option,
+    owner_filter,
+    stream_blob,
+)
 
 bp = Blueprint("tasks", __name__)
 
@@ -19,17 +29,18 @@ RESULT_STATUS = {K.FAILED: 424, K.CANCELED: 409, K.EXPIRED: 410}  # pending -> 2
 @bp.post("/predict")
 def predict() -> Response:
     principal = authorize(CLIENT)
+    known_query("queue", "priority", "max_attempts", "ttl")
     settings = box().settings
-    queue = options.queue_name(option("queue", "X-Inferbox-Queue") or K.DEFAULT_QUEUE)
+    queue = option("queue", "X-Inferbox-Queue",
+                   check=partial(options.queue_name, default=K.DEFAULT_QUEUE))
     principal.require_queues([queue])
-    priority = options.integer("priority", option("priority", "X-Inferbox-Priority"),
-                               default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY)
-    max_attempts = options.integer(
-        "max_attempts", option("max_attempts", "X-Inferbox-Max-Attempts"),
-        default=settings.default_max_attempts, low=1, high=K.MAX_ATTEMPTS_LIMIT,
-    )
-    ttl = options.integer("ttl", option("ttl", "X-Inferbox-Ttl"), default=settings.default_ttl,
-                          low=1, high=K.MAX_TTL)
+    priority = option("priority", "X-Inferbox-Priority", check=lambda raw: options.integer(
+        "priority", raw, default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY))  # fmt: skip
+    max_attempts = option("max_attempts", "X-Inferbox-Max-Attempts", check=lambda raw: (
+        options.integer("max_attempts", raw, default=settings.default_max_attempts, low=1,
+                        high=K.MAX_ATTEMPTS_LIMIT)))  # fmt: skip
+    ttl = option("ttl", "X-Inferbox-Ttl", check=lambda raw: options.integer(
+        "ttl", raw, default=settings.default_ttl, low=1, high=K.MAX_TTL))  # fmt: skip
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
     task, created = mailbox().submit(
         request.stream, content_type=request.content_type or "application/octet-stream",
@@ -47,12 +58,14 @@ def predict() -> Response:
 @bp.get("/tasks/<task_id>")
 def status(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query()
     return jsonify(mailbox().task(options.task_id(task_id), owner_filter(principal)).to_doc())
 
 
 @bp.get("/getresult/<task_id>")
 def getresult(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query("wait")
     wait = options.wait_seconds(request.args.get("wait"), box().settings.max_wait)
     task = mailbox().wait(options.task_id(task_id), owner_filter(principal), wait)
     if task.status == K.SUCCEEDED:
@@ -65,6 +78,7 @@ def getresult(task_id: str) -> Response:
 @bp.post("/tasks/<task_id>/cancel")
 def cancel(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query()
     return jsonify(mailbox().cancel(options.task_id(task_id), owner_filter(principal)).to_doc())
 
 
