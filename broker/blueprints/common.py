@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from flask import current_app, request
+from werkzeug.exceptions import ClientDisconnected
 
 from storage import Blob
 
@@ -89,6 +91,42 @@ def json_body(max_bytes: int = 64 * 1024) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the JSON body must be an object")
     return body
+
+
+class _WholeBody(io.RawIOBase):
+    """The request body, refusing to end before its Content-Length.
+
+    Under gunicorn a client that disconnects mid-body looks like a body that simply ended: the
+    bytes so far, then EOF. Stored as they are, they would become a truncated payload or result.
+    Ending early instead raises ClientDisconnected inside the store's put, which then keeps
+    nothing.
+    """
+
+    def __init__(self, stream: IO[bytes], length: int | None) -> None:
+        self._stream, self._left = stream, length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = len(buffer) if self._left is None else min(len(buffer), self._left)
+        if want == 0:
+            return 0
+        try:
+            data = self._stream.read(want)
+        except OSError as exc:  # gunicorn's NoMoreData for a chunked body cut short
+            raise ClientDisconnected() from exc
+        if not data and self._left:
+            raise ClientDisconnected()
+        if self._left is not None:
+            self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def request_body() -> IO[bytes]:
+    """The request's body as a stream that fails rather than ends early (see _WholeBody)."""
+    return io.BufferedReader(_WholeBody(request.stream, request.content_length))
 
 
 def stream_blob(blob: Blob) -> Iterator[bytes]:

@@ -24,6 +24,7 @@ from .common import (
     known_query,
     mailbox,
     option,
+    request_body,
     stream_blob,
 )
 
@@ -141,7 +142,7 @@ def puttaskresult(task_id: str) -> Response:
         model_version = options.text(
             "X-Inferbox-Model-Version", request.headers.get("X-Inferbox-Model-Version")
         )
-        task = mailbox().complete(task_id, lease_id, request.stream, content_type=content_type,
+        task = mailbox().complete(task_id, lease_id, request_body(), content_type=content_type,
                                   model_version=model_version)  # fmt: skip
     return jsonify(task.to_doc())
 

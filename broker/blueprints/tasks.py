@@ -18,6 +18,7 @@ from .common import (
     mailbox,
     option,
     owner_filter,
+    request_body,
     stream_blob,
 )
 
@@ -43,7 +44,7 @@ def predict() -> Response:
         "ttl", raw, default=settings.default_ttl, low=1, high=K.MAX_TTL))  # fmt: skip
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
     task, created = mailbox().submit(
-        request.stream, content_type=request.content_type or "application/octet-stream",
+        request_body(), content_type=request.content_type or "application/octet-stream",
         queue=queue, owner=principal.owner, priority=priority, max_attempts=max_attempts,
         ttl=ttl, idempotency_key=idempotency_key or None,
     )  # fmt: skip

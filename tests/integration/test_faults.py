@@ -279,3 +279,38 @@ def test_the_sdk_rides_out_a_submit_rate_limit(real_redis, tmp_path):
         stop_broker(broker)
     assert len(set(ids)) == 10 and stats["queues"][0]["depth"] == 10  # each once, none lost
     assert sleeps and set(sleeps) == {1.0}  # waited as long as each Retry-After said
+
+
+def _cut_short(url: str, path: str, headers: dict[str, str], declared: int, sent: bytes) -> int:
+    """Send a body shorter than its Content-Length, then end the stream (a client that dies
+    mid-upload); the status of the answer."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{head}"
+                      f"Content-Length: {declared}\r\n\r\n").encode() + sent)  # fmt: skip
+        sock.shutdown(socket.SHUT_WR)
+        return _read_response(sock)[0]
+
+
+def test_a_body_cut_short_is_never_stored(real_redis, tmp_path):
+    """gunicorn hands a body that ends before its Content-Length to the app as if complete;
+    the broker must not store it as a (truncated) payload or result."""
+    broker = launch_broker(tmp_path / "data")
+    try:
+        submit = _cut_short(broker.url, "/predict?queue=cut", CLIENT_AUTH, 1000, b"x" * 400)
+        with Client(broker.url, token=CLIENT_TOKEN) as client:
+            task = client.submit(b"whole", queue="cut")
+        taken = requests.post(f"{broker.url}/getnexttask?queue=cut", headers=WORKER_AUTH,
+                              timeout=10)  # fmt: skip
+        lease = taken.headers["X-Inferbox-Lease-Id"]
+        result = _cut_short(broker.url, f"/puttaskresult/{task.id}",
+                            {**WORKER_AUTH, "X-Inferbox-Lease-Id": lease}, 1000, b'{"half":')
+        status = requests.get(f"{broker.url}/tasks/{task.id}", headers=CLIENT_AUTH,
+                              timeout=10).json()["status"]  # fmt: skip
+    finally:
+        stop_broker(broker)
+    assert (submit, result, status) == (400, 400, "running")
+    assert sorted(p.name for p in (tmp_path / "data" / "inbox").iterdir()) == [task.id]
+    assert not (tmp_path / "data" / "outbox").exists()
+    assert real_redis.zcard("inferbox:queue:cut") == 0  # only the whole one, now running
