@@ -26,6 +26,7 @@ from client_sdk.errors import (
     TaskExpired,
     TaskFailed,
     TaskTimeout,
+    TooManyRequests,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "TaskExpired",
     "TaskFailed",
     "TaskTimeout",
+    "TooManyRequests",
 ]

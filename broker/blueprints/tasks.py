@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
@@ -11,8 +11,18 @@ from .. import options
 from ..auth import CLIENT
 from ..errors import WebhookRefused
 from ..task import Task
+from ..web import untrusted
 from ..webhooks import AddressPolicy, delivery_log
-from .common import authorize, box, mailbox, option, owner_filter, stream_blob
+from .common import (
+    authorize,
+    box,
+    known_query,
+    mailbox,
+    option,
+    owner_filter,
+    request_body,
+    stream_blob,
+)
 
 bp = Blueprint("tasks", __name__)
 
@@ -22,20 +32,22 @@ RESULT_STATUS = {K.FAILED: 424, K.CANCELED: 409, K.EXPIRED: 410}  # pending -> 2
 @bp.post("/predict")
 def predict() -> Response:
     principal = authorize(CLIENT)
+    known_query("queue", "priority", "max_attempts", "ttl", "webhook", "webhook_events")
     settings = box().settings
-    queue = options.queue_name(option("queue", "X-Inferbox-Queue") or K.DEFAULT_QUEUE)
-    priority = options.integer("priority", option("priority", "X-Inferbox-Priority"),
-                               default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY)
-    max_attempts = options.integer(
-        "max_attempts", option("max_attempts", "X-Inferbox-Max-Attempts"),
-        default=settings.default_max_attempts, low=1, high=K.MAX_ATTEMPTS_LIMIT,
-    )
-    ttl = options.integer("ttl", option("ttl", "X-Inferbox-Ttl"), default=settings.default_ttl,
-                          low=1, high=K.MAX_TTL)
+    queue = option("queue", "X-Inferbox-Queue",
+                   check=partial(options.queue_name, default=K.DEFAULT_QUEUE))
+    principal.require_queues([queue])
+    priority = option("priority", "X-Inferbox-Priority", check=lambda raw: options.integer(
+        "priority", raw, default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY))  # fmt: skip
+    max_attempts = option("max_attempts", "X-Inferbox-Max-Attempts", check=lambda raw: (
+        options.integer("max_attempts", raw, default=settings.default_max_attempts, low=1,
+                        high=K.MAX_ATTEMPTS_LIMIT)))  # fmt: skip
+    ttl = option("ttl", "X-Inferbox-Ttl", check=lambda raw: options.integer(
+        "ttl", raw, default=settings.default_ttl, low=1, high=K.MAX_TTL))  # fmt: skip
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
     webhook_url, webhook_events = _webhook()
     task, created = mailbox().submit(
-        request.stream, content_type=request.content_type or "application/octet-stream",
+        request_body(), content_type=request.content_type or "application/octet-stream",
         queue=queue, owner=principal.owner, priority=priority, max_attempts=max_attempts,
         ttl=ttl, idempotency_key=idempotency_key or None, webhook_url=webhook_url,
         webhook_events=webhook_events,
@@ -50,7 +62,7 @@ def predict() -> Response:
 
 def _webhook() -> tuple[str, tuple[str, ...]]:
     """The submit's webhook URL (checked by the SSRF guard) and events; ("", ()) for none."""
-    url = option("webhook", "X-Inferbox-Webhook")
+    url: str | None = option("webhook", "X-Inferbox-Webhook")
     if not url:
         return "", ()
     events = options.webhook_events(option("webhook_events", "X-Inferbox-Webhook-Events"))
@@ -70,6 +82,7 @@ def _policy(allow: tuple[str, ...]) -> AddressPolicy:
 @bp.get("/tasks/<task_id>")
 def status(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query()
     task = mailbox().task(options.task_id(task_id), owner_filter(principal))
     deliveries = delivery_log(mailbox().queue, task.id) if task.webhook_url else None
     return jsonify(task.to_doc(deliveries))
@@ -78,6 +91,7 @@ def status(task_id: str) -> Response:
 @bp.get("/getresult/<task_id>")
 def getresult(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query("wait")
     wait = options.wait_seconds(request.args.get("wait"), box().settings.max_wait)
     task = mailbox().wait(options.task_id(task_id), owner_filter(principal), wait)
     if task.status == K.SUCCEEDED:
@@ -90,6 +104,7 @@ def getresult(task_id: str) -> Response:
 @bp.post("/tasks/<task_id>/cancel")
 def cancel(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query()
     return jsonify(mailbox().cancel(options.task_id(task_id), owner_filter(principal)).to_doc())
 
 
@@ -100,4 +115,4 @@ def _result_response(task: Task) -> Response:
     response.headers["X-Inferbox-Task-Id"] = task.id
     if task.model_version:
         response.headers["X-Inferbox-Model-Version"] = task.model_version
-    return response
+    return untrusted(response)
