@@ -9,7 +9,6 @@ HTTP into calls of :class:`~broker.mailbox.Mailbox`.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,16 +29,6 @@ from .settings import Settings
 
 log = logging.getLogger("inferbox.broker")
 
-STATUS_OF = (  # most specific first
-    (errors.Forbidden, 403),
-    (errors.AuthError, 401),
-    (errors.InvalidRequest, 400),
-    (errors.TaskNotFound, 404),
-    (errors.Conflict, 409),
-    (errors.PayloadTooLarge, 413),
-    (errors.TooManyRequests, 429),
-    (errors.Unavailable, 503),
-)
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
               415: "unsupported_media_type", 400: "bad_request"}  # fmt: skip
 
@@ -117,12 +106,12 @@ def error_response(
 
 
 def _broker_error(exc: errors.BrokerError) -> Response:
-    status = next(code for cls, code in STATUS_OF if isinstance(exc, cls))
+    status = web.error_status(exc)
     response = error_response(status, exc.code, exc.message, exc.context)
     if isinstance(exc, errors.AuthError) and status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="inferbox"'
     if isinstance(exc, errors.TooManyRequests):
-        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        response.headers["Retry-After"] = web.retry_after(exc)
     if status == 503:
         log.error("%s", exc.message)
     return response

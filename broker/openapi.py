@@ -60,6 +60,8 @@ def _integer(low: int, high: int) -> dict[str, Any]:
 TASK_ID = _param("task_id", "path", {"type": "string"},
                  "the task id (22 base64url characters; anything else is unknown)")
 AUTH_ERRORS = {"401": _error("missing or unknown token"), "403": _error("wrong role")}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                               "description": "seconds to wait before trying again"}}
 LEASE_HEADERS = {
     "X-Inferbox-Task-Id": _string_header("task id"),
     "X-Inferbox-Lease-Id": _string_header("lease id, sent back with heartbeats and the result"),
@@ -154,7 +156,10 @@ SCHEMAS: dict[str, Any] = {
              "properties": {"task_id": {"type": "string"}, "error": {"type": "string"},
                             "message": {"type": "string"}}}]}}},
     },
-    "Release": {"type": "object", "properties": {"lease_id": {"type": "string"}}},
+    "Release": {
+        "type": "object", "required": ["lease_id"],
+        "properties": {"lease_id": {**_printable(64), "minLength": 1}},
+    },
     "HeartbeatAnswer": {
         "type": "object", "required": ["canceled"],
         "properties": {"lease_deadline": NULLABLE_TIME, "canceled": {"type": "boolean"}},
@@ -205,13 +210,15 @@ def _predict() -> dict[str, Any]:
                 "http(s) URL to POST signed events to (or X-Inferbox-Webhook); refused (400) "
                 "when the SSRF guard forbids its address"),
                ("webhook_events", {"type": "string", "pattern": WEBHOOK_EVENTS},
-                "comma-separated: completed, failed, progress (default completed,failed)")]
+                "comma-separated: completed, failed, progress (default completed,failed); "
+                "checked even without webhook, and then unused")]
     # fmt: skip
     headers = [("Idempotency-Key", _printable(255), "same key, same task")]
     return {"post": {
         "summary": "Submit a task: the body is the payload, with its Content-Type",
         "description": "Each option may come as a header instead: X-Inferbox-Queue, "
-                       "X-Inferbox-Priority, X-Inferbox-Max-Attempts, X-Inferbox-Ttl.",
+                       "X-Inferbox-Priority, X-Inferbox-Max-Attempts, X-Inferbox-Ttl, "
+                       "X-Inferbox-Webhook, X-Inferbox-Webhook-Events.",
         "parameters": [_param(name, "query", schema, text) for name, schema, text in options]
         + [_param(name, "header", schema, text) for name, schema, text in headers],
         "requestBody": {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
@@ -220,9 +227,8 @@ def _predict() -> dict[str, Any]:
             "400": _error("bad option or queue name, or a webhook URL the guard refuses"),
             **AUTH_ERRORS,
             "413": _error("payload over the limit"),
-            "429": {**_error("the queue is full or the token submits too fast"), "headers": {
-                "Retry-After": {"schema": {"type": "integer", "minimum": 1},
-                                "description": "seconds to wait before trying again"}}},
+            "429": {**_error("the queue is full or the token submits too fast"),
+                    "headers": RETRY_AFTER},
             "503": _error("Redis or storage failed"),
         },
     }}  # fmt: skip
@@ -246,6 +252,12 @@ def _getresult() -> dict[str, Any]:
     }}  # fmt: skip
 
 
+# The spec language cannot say "in the body, or else in a header or the query string", so the
+# body form (the one the worker uses) is the documented one and the others are told in prose.
+LEASE_ID_ELSEWHERE = ("Without a lease_id in the body, the lease id is read from the "
+                      "X-Inferbox-Lease-Id header, else from ?lease_id=.")
+
+
 def _task_ops() -> dict[str, Any]:
     status = {"get": {
         "summary": "The status document", "parameters": [TASK_ID],
@@ -259,6 +271,7 @@ def _task_ops() -> dict[str, Any]:
     }}
     heartbeat = {"post": {
         "summary": "Extend the lease; report progress; learn of a cancel", "parameters": [TASK_ID],
+        "description": LEASE_ID_ELSEWHERE,
         "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Heartbeat")}}},
         "responses": {"200": _json("HeartbeatAnswer", "lease extended, or canceled: true"),
                       "400": _error("missing lease id or bad progress"), **AUTH_ERRORS,
@@ -266,7 +279,8 @@ def _task_ops() -> dict[str, Any]:
     }}
     release = {"post": {
         "summary": "Give the task back to its queue without counting the attempt",
-        "parameters": [TASK_ID], "requestBody": {"content": {JSON: {"schema": _ref("Release")}}},
+        "description": LEASE_ID_ELSEWHERE, "parameters": [TASK_ID],
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Release")}}},
         "responses": {"200": _json("Task", "queued again, at its old place"),
                       "400": _error("missing lease id"), **AUTH_ERRORS,
                       "404": _error("unknown task"), "409": _error("lease lost or task final")},
@@ -309,12 +323,19 @@ def _worker_ops() -> dict[str, Any]:
                       "404": _error("unknown task"), "409": _error("lease lost or task final"),
                       "413": _error("result over the limit")},
     }}
+    # OpenAPI 3.1 cannot describe multipart/mixed framing (the boundary, 1 to 100 unnamed
+    # parts, each with its own headers): the body is declared as bytes and told in prose.
     put_many = {"post": {
         "summary": "Post several results at once: one multipart/mixed part per task",
-        "parameters": [_param("X-Inferbox-Model-Version", "header", {"type": "string"},
+        "description": "The body is multipart/mixed; boundary=... (RFC 2046) with 1 to "
+                       f"{K.MAX_TASKS_PER_TAKE} parts, each with X-Inferbox-Task-Id, "
+                       "X-Inferbox-Lease-Id, its own Content-Type (the result bytes, or an error "
+                       "document as application/vnd.inferbox.error+json) and optionally "
+                       "X-Inferbox-Model-Version.",
+        "parameters": [_param("X-Inferbox-Model-Version", "header", _printable(255),
                               "stored with every result whose part does not say otherwise")],
-        "requestBody": {"content": {"multipart/mixed": {"schema": {"type": "string",
-                                                                   "format": "binary"}}}},
+        "requestBody": {"required": True, "content": {"multipart/mixed": {
+            "schema": {"type": "string", "format": "binary"}}}},
         "responses": {"200": _json("Results", "one entry per part, in order"),
                       "400": _error("bad framing, or a part without task and lease ids"),
                       **AUTH_ERRORS, "413": _error("body over the limit")},
@@ -357,55 +378,96 @@ def _text(description: str, headers: dict[str, Any] | None = None) -> dict[str, 
 V0_SECURITY: list[dict[str, list[str]]] = [
     {"functionKey": []}, {"functionKeyHeader": []}, {"bearer": []},
 ]
-V0_ERRORS = {"401": _text("missing or unknown function key"), "403": _text("wrong role")}
+V0_ERRORS = {"401": _text("missing or unknown function key"), "403": _text("wrong role"),
+             "503": _text("Redis or storage failed")}  # fmt: skip
+V0_FIELDS_RULE = (
+    "Each field is read from the query string; only a field that is not there is read from the "
+    "body, parsed as JSON whatever its Content-Type, leniently (single quotes, unquoted names, "
+    "trailing commas), and other body fields are ignored. A field in neither place is 400. "
+    "(The spec language cannot say 'in one of the two', so both are optional below.)"
+)
+V0_TASK_ID = _string_header("the native task id")
 
 
-def _v0(summary: str, fields: dict[str, str], responses: dict[str, Any]) -> dict[str, Any]:
-    """GET and POST alike: fields in the query string, else in a (lenient) JSON body."""
-    operation = {
+def _base64(char: str, space: str) -> dict[str, Any]:
+    """Standard base64 with padding, whitespace (``space``) anywhere ignored, as
+    ``compat.decode_base64`` reads it."""
+    c = f"{char}{space}*"
+    return {"type": "string", "pattern": f"^{space}*(?:(?:{c}){{4}})*"
+                                         f"(?:(?:{c}){{2}}={space}*={space}*|(?:{c}){{3}}={space}*)?$"}
+
+
+# In the body, any whitespace is ignored; in the query string a space is the '+' that URL
+# decoding made of an unescaped '+', and other whitespace is ignored.
+V0_BASE64 = {"body": _base64("[A-Za-z0-9+/]", r"\s"), "query": _base64("[A-Za-z0-9+/ ]", r"[^\S ]")}
+V0_TEXT = {"body": {"type": "string"}, "query": {"type": "string"}}
+
+
+def _v0(summary: str, fields: dict[str, tuple[dict[str, Any], str]], responses: dict[str, Any],
+        headers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """GET and POST alike: each field in the query string, else in a (lenient) JSON body."""
+    operation: dict[str, Any] = {
         "summary": summary, "security": V0_SECURITY,
-        "parameters": [_param(name, "query", {"type": "string"}, text)
-                       for name, text in fields.items()],
+        "parameters": [_param(name, "query", schemas["query"], text)
+                       for name, (schemas, text) in fields.items()] + (headers or []),
         "responses": {**responses, **V0_ERRORS},
     }
     if fields:
-        body = {"type": "object", "properties": {name: {"type": "string"} for name in fields}}
-        operation["requestBody"] = {"description": "JSON text, whatever the Content-Type",
-                                    "content": {"*/*": {"schema": body}}}
-    return {"get": operation, "post": operation}
+        operation["description"] = V0_FIELDS_RULE
+        body = {"type": "object",
+                "properties": {name: schemas["body"] for name, (schemas, _) in fields.items()}}
+        # The body is JSON text under any Content-Type label (jQuery labels it form-encoded):
+        # the label is not looked at, so the one representation is JSON's.
+        operation["requestBody"] = {
+            "description": "JSON text, whatever the Content-Type says",
+            "content": {JSON: {"schema": body}}}
+    return {"get": operation, "post": operation}  # fmt: skip
 
 
 def _compat_ops() -> dict[str, Any]:
     """The original Azure Functions (docs/compat-azureml.md)."""
+    conditional = {"description": "not modified (If-None-Match named its ETag)"}
     page = {"description": "the test page", "content": {"text/html": {"schema": {}}}}
+    too_large = _text("body over INFERBOX_MAX_PAYLOAD_BYTES")
     return {
         "/api/predict_v0": _v0(
             "v0: submit base64 payload bytes; answers the task id as text",
-            {"payload": "standard base64 of the payload bytes"},
-            {"200": _text("<guid>.payload"), "400": _text("no payload, or not base64"),
-             "413": _text("payload over the limit")}),
+            {"payload": (V0_BASE64, "standard base64 of the payload bytes")},
+            {"200": _text("<guid>.payload", {"X-Inferbox-Task-Id": V0_TASK_ID}),
+             "400": _text("no payload, or not base64"),
+             "413": _text("payload or body over the limit"),
+             "429": _text("the queue is full or the key submits too fast", RETRY_AFTER)}),
         "/api/getnexttask_v0": _v0(
             "v0: take the next task with a lease (INFERBOX_COMPAT_LEASE)", {},
-            {"200": _text("<guid>.<lease>.payload|<base64 payload>"),
-             "204": {"description": "no task available"}}),
+            {"200": _text("<guid>.<lease>.payload|<base64 payload>",
+                          {"X-Inferbox-Task-Id": V0_TASK_ID}),
+             "204": {"description": "no task available"},
+             "400": _text("X-Inferbox-Worker is not printable text")},
+            [_param("X-Inferbox-Worker", "header", _printable(128),
+                    "recorded on the task (default v0@<client address>)")]),
         "/api/puttaskresult_v0": _v0(
             "v0: post a base64 result; echoes the task id",
-            {"task_id": "the id getnexttask_v0 gave", "result": "standard base64 of the result"},
+            {"task_id": (V0_TEXT, "the id getnexttask_v0 gave"),
+             "result": (V0_BASE64, "standard base64 of the result")},
             {"200": _text("the task id, echoed"), "400": _text("missing field or not base64"),
-             "404": _text("unknown task"), "409": _text("lease lost or task final")}),
+             "404": _text("unknown task"), "409": _text("lease lost or task final"),
+             "413": too_large}),
         "/api/getresult_v0": _v0(
             "v0: the base64 result, or the base64 of 'task_id not found!'",
-            {"task_id": "the id predict_v0 gave"},
+            {"task_id": (V0_TEXT, "the id predict_v0 gave")},
             {"200": _text("base64 of the result bytes, or dGFza19pZCBub3QgZm91bmQh", {
-                "X-Inferbox-Status": _string_header("the task's status, or unknown")}),
-             "400": _text("missing task_id")}),
+                "X-Inferbox-Status": _string_header("the task's status, or unknown"),
+                "X-Inferbox-Task-Id": _string_header("the native task id, once succeeded")}),
+             "400": _text("missing task_id"), "413": too_large}),
         "/api/showTestPage": {method: {"summary": "v0: the test page (no key needed)",
-                                       "security": [], "responses": {"200": page}}
+                                       "security": [],
+                                       "responses": {"200": page, "304": conditional}}
                               for method in ("get", "post")},
         "/api/showTestPage/jquery.js": {"get": {
             "summary": "the test page's jQuery, shipped in the package", "security": [],
             "responses": {"200": {"description": "jQuery 3.7.1",
-                                  "content": {"text/javascript": {"schema": {}}}}}}},
+                                  "content": {"text/javascript": {"schema": {}}}},
+                          "304": conditional}}},
     }  # fmt: skip
 
 

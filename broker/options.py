@@ -104,9 +104,19 @@ def progress(raw: Any) -> tuple[float, str] | None:
 
 
 
+def webhook_url(raw: Any) -> str | None:
+    """A webhook URL as printable text, None when absent; the SSRF guard judges it later."""
+    if raw is None:
+        return None
+    if raw == "":
+        raise InvalidOption("webhook must not be empty (leave it out for none)")
+    return text("webhook", raw, max_length=K.WEBHOOK_MAX_URL)
+
+
 def webhook_events(raw: Any) -> tuple[str, ...]:
-    """Comma-separated events of ``K.WEBHOOK_EVENTS``; absent: ``K.DEFAULT_WEBHOOK_EVENTS``."""
-    if raw is None or raw == "":
+    """Comma-separated events of ``K.WEBHOOK_EVENTS``; absent: ``K.DEFAULT_WEBHOOK_EVENTS``.
+    An empty value is not absent."""
+    if raw is None:
         return K.DEFAULT_WEBHOOK_EVENTS
     items = raw.split(",") if isinstance(raw, str) else None
     events = tuple(dict.fromkeys(item.strip() for item in items or [] if item.strip()))

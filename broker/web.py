@@ -7,6 +7,8 @@
 - HTML pages get a strict Content-Security-Policy, ``X-Frame-Options: DENY``,
   ``Referrer-Policy: no-referrer`` and ``Cross-Origin-Opener-Policy: same-origin`` unless the
   view set its own policy.
+- Errors: :func:`error_status` maps the broker's exceptions to HTTP status codes, one table for
+  the JSON errors of the native API and the text errors of the v0 endpoints.
 - CORS is off unless ``INFERBOX_CORS_ORIGINS`` lists origins (or ``*``): then a request from a
   listed origin gets ``Access-Control-Allow-Origin`` for it, and preflights are answered. Tokens
   travel in the Authorization header, never in cookies, so credentials are never allowed.
@@ -14,8 +16,22 @@
 
 from __future__ import annotations
 
+import math
+
 from flask import Flask, Response, request
 
+from . import errors
+
+STATUS_OF = (  # most specific first
+    (errors.Forbidden, 403),
+    (errors.AuthError, 401),
+    (errors.InvalidRequest, 400),
+    (errors.TaskNotFound, 404),
+    (errors.Conflict, 409),
+    (errors.PayloadTooLarge, 413),
+    (errors.TooManyRequests, 429),
+    (errors.Unavailable, 503),
+)
 UNTRUSTED_CSP = "sandbox; default-src 'none'"
 HTML_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; object-src 'none'; "
@@ -34,6 +50,16 @@ CORS_EXPOSE_HEADERS = ", ".join((
     "X-Inferbox-Model-Version",
 ))  # fmt: skip
 CORS_MAX_AGE = "600"
+
+
+def error_status(exc: errors.BrokerError) -> int:
+    """The HTTP status of a broker error."""
+    return next(code for cls, code in STATUS_OF if isinstance(exc, cls))
+
+
+def retry_after(exc: errors.TooManyRequests) -> str:
+    """The Retry-After header of a 429: whole seconds, at least 1."""
+    return str(max(1, math.ceil(exc.retry_after)))
 
 
 def untrusted(response: Response) -> Response:

@@ -23,6 +23,7 @@ from .. import compat, errors, options
 from .. import keys as K
 from ..auth import CLIENT, WORKER, Principal
 from ..task import Task
+from ..web import error_status, retry_after
 from .common import box, mailbox, owner_filter, stream_blob
 
 bp = Blueprint("compat", __name__, url_prefix="/api")
@@ -33,11 +34,6 @@ BOTH = ["GET", "POST"]
 STATIC = resources.files("broker") / "static"
 TEST_PAGE = "testpage.html"
 JQUERY = "jquery-3.7.1.min.js"
-STATUS_OF = (  # the broker's own mapping (most specific first), for text bodies
-    (errors.Forbidden, 403), (errors.AuthError, 401), (errors.InvalidRequest, 400),
-    (errors.TaskNotFound, 404), (errors.Conflict, 409), (errors.PayloadTooLarge, 413),
-    (errors.Unavailable, 503),
-)  # fmt: skip
 
 
 def text(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -200,8 +196,11 @@ class Fields:
 
 
 def _text_error(exc: errors.BrokerError) -> Response:
-    status = next(code for cls, code in STATUS_OF if isinstance(exc, cls))
-    return text(exc.message, status)
+    """The broker's own status for the error (web.STATUS_OF), with its message as the text."""
+    response = text(exc.message, error_status(exc))
+    if isinstance(exc, errors.TooManyRequests):
+        response.headers["Retry-After"] = retry_after(exc)
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:

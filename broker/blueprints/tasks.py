@@ -61,16 +61,18 @@ def predict() -> Response:
 
 
 def _webhook() -> tuple[str, tuple[str, ...]]:
-    """The submit's webhook URL (checked by the SSRF guard) and events; ("", ()) for none."""
-    url: str | None = option("webhook", "X-Inferbox-Webhook")
-    if not url:
+    """The submit's webhook URL (checked by the SSRF guard) and events; ("", ()) for none.
+
+    The events are checked even without a URL, like every other option, and then unused.
+    """
+    url = option("webhook", "X-Inferbox-Webhook", check=options.webhook_url)
+    events = option("webhook_events", "X-Inferbox-Webhook-Events", check=options.webhook_events)
+    if url is None:
         return "", ()
-    events = options.webhook_events(option("webhook_events", "X-Inferbox-Webhook-Events"))
     settings = box().settings
     if not settings.webhook_secret:
         raise WebhookRefused("webhooks are off on this broker: it has no INFERBOX_WEBHOOK_SECRET")
-    target = _policy(settings.webhook_allow).check_url(options.text("webhook", url,
-                                                                    max_length=K.WEBHOOK_MAX_URL))
+    target = _policy(settings.webhook_allow).check_url(url)
     return target.url, events
 
 

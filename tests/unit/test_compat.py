@@ -293,6 +293,16 @@ def test_payload_limits(clock) -> None:
     assert over.status_code == 413 and over.content_type.startswith("text/plain")
 
 
+def test_a_full_queue_answers_429_in_plain_text(clock) -> None:
+    http = make_app(clock, max_queue_depth=1).test_client()
+    predict(http, b"first")
+    full = http.post("/api/predict_v0", query_string={"code": KEY},
+                     json={"payload": b64(b"second")})  # fmt: skip
+    assert (full.status_code, full.content_type) == (429, "text/plain; charset=utf-8")
+    assert full.get_data(as_text=True).startswith("queue default is full")
+    assert int(full.headers["Retry-After"]) >= 1
+
+
 def test_the_test_page_and_its_jquery_are_served_from_the_package(http) -> None:
     page = http.get("/api/showTestPage")
     assert page.status_code == 200 and page.content_type == "text/html; charset=utf-8"

@@ -126,6 +126,10 @@ def test_submit_options_are_checked():
         ({"webhook": "http://10.0.0.1/h"}, "webhook_refused"),
         ({"webhook": "gopher://example.com/"}, "webhook_refused"),
         ({"webhook": "https://example.com/h", "webhook_events": "done"}, "invalid_option"),
+        ({"webhook": ""}, "invalid_option"),
+        ({"webhook": "https://example.com/h", "webhook_events": ""}, "invalid_option"),
+        ({"webhook_events": "done"}, "invalid_option"),  # checked even without a webhook
+        ({"webhook_events": ""}, "invalid_option"),
     ]
     for query, code in refused:
         response = http.post("/predict", data=b"{}", content_type="application/json",
@@ -137,6 +141,9 @@ def test_submit_options_are_checked():
     assert response.status_code == 202
     assert response.json["webhook"] == {"url": "https://example.com/h",
                                         "events": ["progress", "completed"], "deliveries": []}
+    unused = http.post("/predict", data=b"{}", content_type="application/json", headers=CLIENT,
+                       query_string={"webhook_events": "failed"})  # fmt: skip
+    assert (unused.status_code, unused.json["webhook"]) == (202, None)
 
 
 def test_without_a_secret_webhooks_are_refused_and_nothing_is_stored():
