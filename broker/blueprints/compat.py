@@ -11,7 +11,11 @@ functions did; a function key comes as ``?code=KEY`` or in the ``x-functions-key
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import re
+from functools import cache
 from importlib import resources
 from itertools import chain
 from typing import Any
@@ -23,7 +27,7 @@ from .. import compat, errors, options
 from .. import keys as K
 from ..auth import CLIENT, WORKER, Principal
 from ..task import Task
-from ..web import error_status, retry_after
+from ..web import HTML_HEADERS, error_status, retry_after
 from .common import box, mailbox, owner_filter, stream_blob
 
 bp = Blueprint("compat", __name__, url_prefix="/api")
@@ -130,7 +134,26 @@ def _base64_result(task: Task) -> Response:
 @bp.route("/showTestPage", methods=BOTH)
 def show_test_page() -> Response:
     """Four buttons driving the four functions; needs no key (it holds none: pass ?code=)."""
-    return _static(TEST_PAGE, "text/html; charset=utf-8")
+    response = _static(TEST_PAGE, "text/html; charset=utf-8")
+    response.headers.update(_test_page_headers())
+    return response
+
+
+@cache
+def _test_page_headers() -> dict[str, str]:
+    """The broker's page headers, with a policy that lets the page's own inline script and style
+    run by their hashes (the page is one file, as the original was) and nothing else inline."""
+    html = (STATIC / TEST_PAGE).read_text(encoding="utf-8")
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.DOTALL)
+        return " ".join("'sha256-{}'".format(base64.b64encode(
+            hashlib.sha256(block.encode()).digest()).decode()) for block in blocks)  # fmt: skip
+
+    policy = HTML_HEADERS["Content-Security-Policy"].replace(
+        "script-src 'self'", f"script-src 'self' {hashes('script')}"
+    ) + f"; style-src 'self' {hashes('style')}"
+    return {**HTML_HEADERS, "Content-Security-Policy": policy}
 
 
 @bp.get("/showTestPage/jquery.js")

@@ -6,6 +6,7 @@ The original clients themselves, over real HTTP, are in tests/compat.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 
 import fakeredis
@@ -319,6 +320,19 @@ def test_the_test_page_and_its_jquery_are_served_from_the_package(http) -> None:
         "/api/showTestPage/jquery.js", headers={"If-None-Match": script.headers["ETag"]}
     )
     assert again.status_code == 304
+
+
+def test_the_test_page_may_run_its_own_inline_script_and_style_only(http) -> None:
+    page = http.get("/api/showTestPage")
+    html = page.get_data(as_text=True)
+    policy = dict(item.strip().split(" ", 1) for item in
+                  page.headers["Content-Security-Policy"].split(";"))  # fmt: skip
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        inline = html.split(f"<{tag}>", 1)[1].split(f"</{tag}>", 1)[0]
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        assert policy[directive] == f"'self' 'sha256-{digest}'"
+    assert "'unsafe-inline'" not in page.headers["Content-Security-Policy"]
+    assert policy["frame-ancestors"] == "'none'" and page.headers["X-Frame-Options"] == "DENY"
 
 
 # -- settings and roles ---------------------------------------------------------------------------
