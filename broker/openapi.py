@@ -54,6 +54,10 @@ LEASE_HEADERS = {
     "X-Inferbox-Queue": _string_header("the task's queue"),
     "X-Inferbox-Attempt": _string_header("attempt number, from 1"),
 }
+RESULT_HEADERS = {
+    "X-Inferbox-Task-Id": _string_header("task id"),
+    "X-Inferbox-Model-Version": _string_header("the worker's model version"),
+}
 
 HTML_PAGE = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -192,13 +196,22 @@ def _predict() -> dict[str, Any]:
                    "http(s) URL to POST signed events to (or X-Inferbox-Webhook)"),
             _param("webhook_events", "query", {"type": "string"},
                    "comma-separated: completed, failed, progress (default completed,failed)"),
+            _param("wait", "query", {"type": "number", "minimum": 0},
+                   "hold the request up to this many seconds and answer as /getresult would"),
         ],
         "requestBody": {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": {
-            "202": _json("Task", "queued (or replayed for a known Idempotency-Key)"),
+            "200": _binary("with wait: the task succeeded within it; the result bytes", {
+                **RESULT_HEADERS, "Location": _string_header("/tasks/<id>")}),
+            "202": _json("Task", "queued (or replayed for a known Idempotency-Key); with wait: "
+                                 "still queued or running when it ran out"),
             "400": _error("bad option or queue name, or a webhook URL the guard refuses"),
             **AUTH_ERRORS,
-            "413": _error("payload over the limit"), "503": _error("Redis or storage failed"),
+            "409": _json("Task", "with wait: canceled meanwhile"),
+            "410": _json("Task", "with wait: expired meanwhile"),
+            "413": _error("payload over the limit"),
+            "424": _json("Task", "with wait: failed within it"),
+            "503": _error("Redis or storage failed"),
         },
     }}  # fmt: skip
 
@@ -209,9 +222,7 @@ def _getresult() -> dict[str, Any]:
         "parameters": [TASK_ID, _param("wait", "query", {"type": "number", "minimum": 0},
                                        "long-poll up to this many seconds")],
         "responses": {
-            "200": _binary("the result, with the worker's Content-Type", {
-                "X-Inferbox-Task-Id": _string_header("task id"),
-                "X-Inferbox-Model-Version": _string_header("the worker's model version")}),
+            "200": _binary("the result, with the worker's Content-Type", RESULT_HEADERS),
             "202": _json("Task", "still queued or running"),
             "400": _error("bad wait"), **AUTH_ERRORS,
             "404": _error("unknown task"), "409": _json("Task", "canceled"),

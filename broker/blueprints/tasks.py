@@ -33,6 +33,7 @@ def predict() -> Response:
     ttl = options.integer("ttl", option("ttl", "X-Inferbox-Ttl"), default=settings.default_ttl,
                           low=1, high=K.MAX_TTL)
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
+    wait = options.wait_seconds(request.args.get("wait"), settings.max_wait)
     webhook_url, webhook_events = _webhook()
     task, created = mailbox().submit(
         request.stream, content_type=request.content_type or "application/octet-stream",
@@ -40,9 +41,13 @@ def predict() -> Response:
         ttl=ttl, idempotency_key=idempotency_key or None, webhook_url=webhook_url,
         webhook_events=webhook_events,
     )  # fmt: skip
-    response = jsonify(task.to_doc())
-    response.status_code = 202
+    if wait > 0:  # the synchronous form: answer as /getresult would once the wait is over
+        response = _outcome_response(mailbox().wait(task.id, owner_filter(principal), wait))
+    else:
+        response = jsonify(task.to_doc())
+        response.status_code = 202
     response.headers["Location"] = url_for("tasks.status", task_id=task.id)
+    response.headers["X-Inferbox-Task-Id"] = task.id
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -79,18 +84,23 @@ def status(task_id: str) -> Response:
 def getresult(task_id: str) -> Response:
     principal = authorize(CLIENT)
     wait = options.wait_seconds(request.args.get("wait"), box().settings.max_wait)
-    task = mailbox().wait(options.task_id(task_id), owner_filter(principal), wait)
-    if task.status == K.SUCCEEDED:
-        return _result_response(task)
-    response = jsonify(task.to_doc())
-    response.status_code = RESULT_STATUS.get(task.status, 202)
-    return response
+    return _outcome_response(mailbox().wait(options.task_id(task_id), owner_filter(principal),
+                                            wait))  # fmt: skip
 
 
 @bp.post("/tasks/<task_id>/cancel")
 def cancel(task_id: str) -> Response:
     principal = authorize(CLIENT)
     return jsonify(mailbox().cancel(options.task_id(task_id), owner_filter(principal)).to_doc())
+
+
+def _outcome_response(task: Task) -> Response:
+    """The result of a succeeded task; else its status document with the status's code."""
+    if task.status == K.SUCCEEDED:
+        return _result_response(task)
+    response = jsonify(task.to_doc())
+    response.status_code = RESULT_STATUS.get(task.status, 202)
+    return response
 
 
 def _result_response(task: Task) -> Response:
