@@ -131,6 +131,14 @@ SCHEMAS: dict[str, Any] = {
             "webhook_backlog": {"type": "integer"},
         },
     },
+    "PayloadRef": {
+        "type": "object", "required": ["url"],
+        "properties": {"url": {"type": "string", "maxLength": 2048,
+                               "description": "a blob under INFERBOX_PAYLOAD_SOURCES"},
+                       "content_type": {"type": "string",
+                                        "description": "the payload's type (default: the "
+                                                       "blob's, or guessed from its name)"}},
+    },
     "Heartbeat": {
         "type": "object",
         "properties": {"lease_id": {"type": "string"}, "progress": _ref("Progress")},
@@ -199,13 +207,16 @@ def _predict() -> dict[str, Any]:
             _param("wait", "query", {"type": "number", "minimum": 0},
                    "hold the request up to this many seconds and answer as /getresult would"),
         ],
-        "requestBody": {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "requestBody": {"content": {
+            "application/vnd.inferbox.payload-ref+json": {"schema": _ref("PayloadRef")},
+            "*/*": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": {
             "200": _binary("with wait: the task succeeded within it; the result bytes", {
                 **RESULT_HEADERS, "Location": _string_header("/tasks/<id>")}),
             "202": _json("Task", "queued (or replayed for a known Idempotency-Key); with wait: "
                                  "still queued or running when it ran out"),
-            "400": _error("bad option or queue name, or a webhook URL the guard refuses"),
+            "400": _error("bad option or queue name, a webhook URL the guard refuses, or a "
+                          "payload reference the broker may not or cannot read"),
             **AUTH_ERRORS,
             "409": _json("Task", "with wait: canceled meanwhile"),
             "410": _json("Task", "with wait: expired meanwhile"),

@@ -34,6 +34,9 @@ INFERBOX_COMPAT_KEYS           comma-separated function keys of the v0 ``/api/*`
                                and a worker token, all owning the same tasks
 INFERBOX_COMPAT_QUEUE          the queue v0 tasks enter and v0 workers take (``default``)
 INFERBOX_COMPAT_LEASE          seconds a v0 worker holds a task; v0 has no heartbeat (60)
+INFERBOX_PAYLOAD_SOURCES       comma-separated storage URLs under which a submit may name its
+                               payload instead of sending it; ``{owner}`` stands for the
+                               caller's owner id (none; see ``broker.sources``)
 =============================  ==========================================================
 """
 
@@ -79,6 +82,7 @@ class Settings:
     compat_keys: tuple[str, ...] = ()
     compat_queue: str = K.DEFAULT_QUEUE
     compat_lease: int = K.DEFAULT_LEASE
+    payload_sources: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -119,9 +123,17 @@ class Settings:
             compat_keys=env.items("COMPAT_KEYS"),
             compat_queue=env.queue("COMPAT_QUEUE", K.DEFAULT_QUEUE),
             compat_lease=env.number("COMPAT_LEASE", K.DEFAULT_LEASE, high=K.MAX_LEASE),
+            payload_sources=env.items("PAYLOAD_SOURCES"),
         )
         settings.check_webhooks()
+        settings.check_sources()
         return settings
+
+    def check_sources(self) -> None:
+        """Raise SettingsError for a payload source that is malformed or covers the store."""
+        from .sources import PayloadSources
+
+        PayloadSources(self.payload_sources, own_store=self.storage_url)
 
     def check_webhooks(self) -> None:
         """Raise SettingsError for a malformed webhook secret or allow-list."""

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
+from typing import IO, cast
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import keys as K
 from .. import options
-from ..auth import CLIENT
+from ..auth import CLIENT, Principal
 from ..errors import WebhookRefused
+from ..sources import REFERENCE_TYPE
 from ..task import Task
 from ..webhooks import AddressPolicy, delivery_log
-from .common import authorize, box, mailbox, option, owner_filter, stream_blob
+from .common import authorize, box, json_body, mailbox, option, owner_filter, stream_blob
 
 bp = Blueprint("tasks", __name__)
 
@@ -35,12 +39,13 @@ def predict() -> Response:
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
     wait = options.wait_seconds(request.args.get("wait"), settings.max_wait)
     webhook_url, webhook_events = _webhook()
-    task, created = mailbox().submit(
-        request.stream, content_type=request.content_type or "application/octet-stream",
-        queue=queue, owner=principal.owner, priority=priority, max_attempts=max_attempts,
-        ttl=ttl, idempotency_key=idempotency_key or None, webhook_url=webhook_url,
-        webhook_events=webhook_events,
-    )  # fmt: skip
+    with _payload(principal) as (body, content_type):
+        task, created = mailbox().submit(
+            body, content_type=content_type, queue=queue, owner=principal.owner,
+            priority=priority, max_attempts=max_attempts, ttl=ttl,
+            idempotency_key=idempotency_key or None, webhook_url=webhook_url,
+            webhook_events=webhook_events,
+        )  # fmt: skip
     if wait > 0:  # the synchronous form: answer as /getresult would once the wait is over
         response = _outcome_response(mailbox().wait(task.id, owner_filter(principal), wait))
     else:
@@ -51,6 +56,18 @@ def predict() -> Response:
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+@contextmanager
+def _payload(principal: Principal) -> Iterator[tuple[IO[bytes], str]]:
+    """The payload and its type: the request body, or the blob a payload reference names."""
+    if request.mimetype != REFERENCE_TYPE:
+        yield request.stream, request.content_type or "application/octet-stream"
+        return
+    blob, content_type = box().sources.open(json_body(max_bytes=8 * 1024), principal.owner,
+                                            max_bytes=box().settings.max_payload_bytes)
+    with blob:
+        yield cast(IO[bytes], blob), content_type  # a Blob reads like one: read(n) until b""
 
 
 def _webhook() -> tuple[str, tuple[str, ...]]:
