@@ -51,7 +51,8 @@ class _Stop(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inferbox-edge", usage="%(prog)s [options] [-- worker options]",
-        description=__doc__.splitlines()[0].split(": ", 1)[1])  # fmt: skip
+        description="Run the broker and supervised model workers on one machine, with no "
+        "services and no network. Arguments after -- go to every worker.")  # fmt: skip
     add = parser.add_argument
     add("--data", type=Path, help="folder of payloads and results (INFERBOX_STORAGE_URL, "
         "default ./inferbox-data)")
