@@ -44,7 +44,7 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closed before tests/compat opens its own playwright
 def browser() -> Iterator[object]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     executable = chromium_path()
