@@ -115,11 +115,13 @@ def test_s3_prefix_to_s3_prefix_completes_and_resumes(real_redis, s3_env, tmp_pa
         first.send_signal(signal.SIGKILL)
         first.wait()
         halfway = outputs()
+        print(f"killed with {halfway} of {INPUTS} results written")
         assert INPUTS // 4 <= halfway < INPUTS, halfway
 
         second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=300)  # fmt: skip
         assert second.returncode == 0, second.stdout + second.stderr
+        print(second.stdout)
         assert "0 failed, 0 pending" in second.stdout
         done_earlier = int(second.stdout.split(" earlier")[0].rsplit("(", 1)[1])
         assert 0 < done_earlier <= halfway  # the journal in the bucket carried over

@@ -83,6 +83,7 @@ def test_the_app_serves_answers_from_workers_stays_up_without_them_and_follows_v
     # No worker: "busy, try later" within the app's timeout, the request queued meanwhile.
     busy, elapsed = classify(url, SAMPLES[0])
     assert busy.status_code == 503 and busy.json()["status"] == "busy", busy.text
+    print(f"busy answer after {elapsed:.2f} s (the app's timeout: {TIMEOUT} s)")
     assert TIMEOUT - 0.2 <= elapsed < TIMEOUT + 1.5
     assert busy.headers["Retry-After"]
     queued = busy.json()["answer_url"]
