@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +43,6 @@ log = logging.getLogger("inferbox.edge")
 
 RESTART_DELAY, MAX_RESTART_DELAY, YOUNG = 1.0, 30.0, 10.0  # seconds
 STOP_TIMEOUT = 90.0  # a worker finishing its batch and handing back the rest
-
-
-class _Stop(Exception):
-    """SIGTERM or SIGINT: stop the box."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,38 +131,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"inferbox-edge: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    return run(box)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()  # only a flag: raising here could cut a child's start in half
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return run(box, stopping)
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
-
-
-def run(box: Box) -> int:
+def run(box: Box, stopping: threading.Event) -> int:
+    """Serve until ``stopping`` is set (0) or the broker exits (1); stop everything after."""
     # Each child in its own session: a Ctrl-C in the terminal reaches this process only, which
     # stops the workers before the broker (gunicorn would take SIGINT for a quick exit).
     broker = subprocess.Popen(box.broker, env=box.broker_env, start_new_session=True)
     slots = [_Slot() for _ in range(box.workers)]
     try:
-        _wait_healthy(box.url, broker)
-        log.info("edge box up: broker on %s, %d worker(s)", box.url, box.workers)
-        while broker.poll() is None:
+        if _wait_healthy(box.url, broker, stopping):
+            log.info("edge box up: broker on %s, %d worker(s)", box.url, box.workers)
+        while broker.poll() is None and not stopping.is_set():
             for index, slot in enumerate(slots):
                 _tend(box, slot, index)
-            time.sleep(0.2)
+            stopping.wait(0.2)
+        if stopping.is_set():
+            log.info("stopping: workers first, then the broker")
+            return 0
         log.error("the broker exited with %s; stopping the workers", broker.returncode)
         return 1
-    except _Stop:
-        log.info("stopping: workers first, then the broker")
-        return 0
     except RuntimeError as exc:
         log.error("%s", exc)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the stop
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _stop([slot.process for slot in slots if slot.process is not None], STOP_TIMEOUT)
         _stop([broker], 30.0)
 
@@ -187,17 +184,21 @@ def _tend(box: Box, slot: _Slot, index: int) -> None:
         slot.started = now
 
 
-def _wait_healthy(url: str, broker: subprocess.Popen, timeout: float = 60.0) -> None:
+def _wait_healthy(url: str, broker: subprocess.Popen, stopping: threading.Event,
+                  timeout: float = 60.0) -> bool:  # fmt: skip
+    """True once the broker answers; False if told to stop first; RuntimeError if it fails."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping.is_set():
         if broker.poll() is not None:
             raise RuntimeError(f"the broker exited with {broker.returncode} while starting")
         try:
             if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
+                return True
         except requests.RequestException:
             pass
-        time.sleep(0.2)
+        stopping.wait(0.2)
+    if stopping.is_set():
+        return False
     raise RuntimeError(f"the broker at {url} was not healthy after {timeout:.0f} s")
 
 

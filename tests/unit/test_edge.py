@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shlex
+import socket
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from broker.edge import Box, parse_args
+from broker.edge import Box, parse_args, run
 from broker.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +89,44 @@ def test_the_systemd_unit_runs_the_edge_command_with_options_it_accepts():
     assert service["StateDirectory"] == "inferbox"
     assert "network-online.target" not in unit["Unit"].get("After", [""])[0]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+BROKER_STANDIN = """
+import http.server, sys
+class Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Healthy).serve_forever()
+"""
+WORKER_STANDIN = """
+import os, sys, time
+open(os.path.join(sys.argv[1], str(os.getpid())), "w").close()
+time.sleep(0.3 if len(os.listdir(sys.argv[1])) < 2 else 60)  # the first one dies young
+"""
+
+
+def test_the_box_restarts_a_dead_worker_and_stops_everything_it_started(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    box = Box(broker=[sys.executable, "-c", BROKER_STANDIN, str(port)],
+              worker=[sys.executable, "-c", WORKER_STANDIN, str(tmp_path)], broker_env={},
+              worker_env={}, url=f"http://127.0.0.1:{port}", workers=1)  # fmt: skip
+    stopping = threading.Event()
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(run(box, stopping)))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.iterdir())) < 2:  # started, died, started again
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    stopping.set()
+    runner.join(60)
+    assert outcome == [0]
+    pids = [int(path.name) for path in tmp_path.iterdir()]
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # the broker is gone too
