@@ -98,7 +98,7 @@ class Activity:
                 pipe.hgetall(self.keys.stats(queue.name))
                 for name in K.HISTOGRAMS:
                     pipe.hgetall(self.keys.histogram(queue.name, name))
-                pipe.mget([self.keys.finished(queue.name, m) for m in minutes])
+                pipe.mget([self.keys.finished_in_minute(queue.name, m) for m in minutes])
             replies = iter(pipe.execute())
         # The current minute has only partly run: average over the time the window covers.
         window = (K.THROUGHPUT_MINUTES - 1) + (now % 60) / 60

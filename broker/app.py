@@ -9,6 +9,7 @@ HTTP into calls of :class:`~broker.mailbox.Mailbox`.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +19,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from storage import BlobStore, open_store
 
-from . import errors
+from . import errors, web
 from .auth import TokenTable
 from .blueprints import activity, compat, leases, meta, metrics, pages, queues, tasks
-from .mailbox import Mailbox
+from .janitor import Janitor
+from .mailbox import Backpressure, Mailbox
 from .notify import Notifier
 from .queue import TaskQueue
 from .settings import Settings
@@ -36,6 +38,7 @@ STATUS_OF = (  # most specific first
     (errors.TaskNotFound, 404),
     (errors.Conflict, 409),
     (errors.PayloadTooLarge, 413),
+    (errors.TooManyRequests, 429),
     (errors.Unavailable, 503),
 )
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
@@ -49,6 +52,7 @@ class Inferbox:
     settings: Settings
     mailbox: Mailbox
     tokens: TokenTable
+    janitor: Janitor  # built here, started by the server (``broker.cli``), never by tests
     sources: PayloadSources = field(default_factory=PayloadSources)
 
 
@@ -71,12 +75,19 @@ def create_app(
     client = redis_client if redis_client is not None else connect_redis(settings)
     queue = queue or TaskQueue(client, prefix=settings.redis_prefix)
     store = store or open_store(settings.storage_url)
-    mailbox = Mailbox(queue, store, Notifier(queue.redis, queue.keys.events))
+    backpressure = Backpressure(settings.max_queue_depth, settings.submit_rate,
+                                settings.submit_burst)  # fmt: skip
+    mailbox = Mailbox(queue, store, Notifier(queue.redis, queue.keys.events),
+                      backpressure=backpressure)  # fmt: skip
+    janitor = Janitor(mailbox, retention=settings.retention, interval=settings.janitor_interval,
+                      reconcile_interval=settings.reconcile_interval,
+                      reconcile_grace=settings.reconcile_grace)  # fmt: skip
 
     app = Flask("broker")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["inferbox"] = Inferbox(settings, mailbox, TokenTable.from_settings(settings))
+    app.extensions["inferbox"] = Inferbox(settings, mailbox, TokenTable.from_settings(settings),
+                                          janitor)  # fmt: skip
     app.extensions["inferbox"].sources = PayloadSources(settings.payload_sources,
                                                         own_store=settings.storage_url)
 
@@ -87,6 +98,7 @@ def create_app(
         deliver_webhooks_in_process(settings, queue, mailbox.notifier)
     app.register_error_handler(errors.BrokerError, _broker_error)
     app.register_error_handler(HTTPException, _http_error)
+    web.install(app, settings.cors_origins)
     return app
 
 
@@ -113,6 +125,8 @@ def _broker_error(exc: errors.BrokerError) -> Response:
     response = error_response(status, exc.code, exc.message, exc.context)
     if isinstance(exc, errors.AuthError) and status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="inferbox"'
+    if isinstance(exc, errors.TooManyRequests):
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if status == 503:
         log.error("%s", exc.message)
     return response

@@ -1,24 +1,44 @@
-"""``inferbox-broker``: serve the broker.
+"""``inferbox-broker``: serve the broker, rebuild its index, hash a token.
+
+::
+
+    inferbox-broker [serve]        serve (the default)
+    inferbox-broker reindex        restore every task storage holds and the index lacks
+    inferbox-broker hash-token     read a token on stdin, print its sha256: form for config files
 
 Settings come from ``INFERBOX_*`` variables (see ``broker.settings``), read once here; flags
 override them. The production server is gunicorn with threaded workers (``gthread``): a waiting
 long-poll holds a thread, not a process, so ``--threads`` is the number of requests one process
 can hold at once (long-polling workers and clients included).
+
+Serving starts with the index check: an empty index over a non-empty store is rebuilt from
+storage before the first request (``broker.janitor.ensure_index``). Each server process runs a
+janitor thread. On SIGTERM each process stops accepting, answers waiting long-polls at once
+(``204`` / ``202`` pending), finishes the requests in flight, writes the state records still
+due, and exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import ipaddress
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from flask import Flask
+
 from . import import_v0
-from .app import create_app
-from .errors import SettingsError
+from .app import Inferbox, create_app
+from .auth import digest
+from .errors import SettingsError, Unavailable
+from .janitor import ensure_index
+from .mailbox import Mailbox
+from .reindex import rebuild
 from .settings import Settings
 
 log = logging.getLogger("inferbox.broker")
@@ -30,8 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "import-v0":
         return import_v0.run(args.source, move=args.move)
+    if args.command == "hash-token":
+        return hash_token()
     try:
         settings = _settings(args)
+        if args.command == "reindex":
+            return reindex(settings, grace=args.grace)
         _check_exposure(settings)
     except SettingsError as exc:
         print(f"inferbox-broker: {exc}", file=sys.stderr)
@@ -54,6 +78,37 @@ def _jobs(settings: Settings) -> int:
     return 0
 
 
+def hash_token() -> int:
+    """Print ``sha256:<hex>`` for a token read from stdin (or typed, unechoed, at a terminal)."""
+    token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        print("inferbox-broker: no token given", file=sys.stderr)
+        return 2
+    print(f"sha256:{digest(token)}")
+    return 0
+
+
+def reindex(settings: Settings, *, grace: float) -> int:
+    """Restore into the index every task in storage that it lacks; print what was done."""
+    if settings.embedded:
+        raise SettingsError(
+            "the embedded index lives inside the broker process, which rebuilds it from storage "
+            "when it starts; reindex needs INFERBOX_REDIS_URL"
+        )
+    box = _box(create_app(settings))
+    try:
+        with box.mailbox.queue.lock("reindex") as held:
+            if not held:
+                log.warning("another process holds the reindex lock; rebuilding anyway")
+            report = rebuild(box.mailbox.queue, box.mailbox.store, grace=grace)
+    except Unavailable as exc:
+        print(f"inferbox-broker: {exc}", file=sys.stderr)
+        return 1
+    print(f"reindex: {report.summary()}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inferbox-broker",
@@ -61,10 +116,14 @@ def _parser() -> argparse.ArgumentParser:
         "embedded in-process Redis and file:// storage: no services needed.",
     )
     parser.add_argument("command", nargs="?", default="serve",
-                        choices=["serve", "jobs", "import-v0"],
+                        choices=["serve", "jobs", "reindex", "import-v0", "hash-token"],
                         help="serve: the HTTP broker (default); jobs: deliver webhooks (rq "
-                        "worker); import-v0: queue the pending payloads of an original v0 inbox "
-                        "container (docs/compat-azureml.md)")
+                        "worker); reindex: restore into the index every task in storage it lacks; "
+                        "import-v0: queue the pending payloads of an original v0 inbox container "
+                        "(docs/compat-azureml.md); hash-token: print a token's sha256 digest")
+    parser.add_argument("--grace", type=float, default=0.0,
+                        help="reindex: skip blobs younger than this many seconds (a submit "
+                        "in flight on a live broker); default 0")
     parser.add_argument("--host", help="address to bind (INFERBOX_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (INFERBOX_PORT, default 8000)")
     parser.add_argument("--workers", type=int, help="server processes (INFERBOX_WORKERS, 1)")
@@ -124,23 +183,69 @@ def _announce(settings: Settings) -> None:
 
 
 def serve(settings: Settings, *, access_log: bool = False) -> None:
+    if not settings.embedded:  # a shared index: rebuild it once, before any process serves
+        mailbox = _box(create_app(settings)).mailbox
+        _ensure_index(mailbox)
+        mailbox.queue.redis.close()
     try:
         from gunicorn.app.base import BaseApplication
     except ImportError:  # Windows: no gunicorn; werkzeug's threaded server still works
         log.warning("gunicorn is not installed; using the development server")
-        create_app(settings).run(host=settings.host, port=settings.port, threaded=True)
+        app = _start(create_app(settings))
+        app.run(host=settings.host, port=settings.port, threaded=True)
+        _box(app).janitor.stop()
         return
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in gunicorn_options(settings, access_log=access_log).items():
+            options = {**gunicorn_options(settings, access_log=access_log),
+                       "post_worker_init": _on_worker_ready, "worker_exit": _on_worker_exit}
+            for key, value in options.items():
                 if key in self.cfg.settings:  # older gunicorns lack some settings
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return create_app(settings)  # in each worker process, after the fork
+            return _start(create_app(settings))  # in each worker process, after the fork
 
     Server().run()
+
+
+def _box(app: Flask) -> Inferbox:
+    return app.extensions["inferbox"]  # type: ignore[no-any-return]
+
+
+def _start(app: Flask) -> Flask:
+    """Make a server process's app ready: its index (the embedded one), its janitor."""
+    box = _box(app)
+    if box.settings.embedded:  # the index lives in this process: rebuild it here
+        _ensure_index(box.mailbox)
+    box.janitor.start()
+    return app
+
+
+def _ensure_index(mailbox: Mailbox) -> None:
+    try:
+        ensure_index(mailbox)
+    except Unavailable as exc:  # serve anyway (healthz says why); the janitor reconciles later
+        log.error("could not check the index against storage: %s", exc)
+
+
+def _on_worker_ready(worker: Any) -> None:
+    """gunicorn hook: on SIGTERM, answer waiting long-polls before the graceful stop."""
+    stop_gracefully = worker.handle_exit
+
+    def handle_exit(signum: int, frame: Any) -> None:
+        _box(worker.wsgi).mailbox.close()
+        stop_gracefully(signum, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def _on_worker_exit(arbiter: Any, worker: Any) -> None:
+    """gunicorn hook, in the worker process as it exits: stop the janitor after a last pass."""
+    wsgi = getattr(worker, "wsgi", None)
+    if isinstance(wsgi, Flask):
+        _box(wsgi).janitor.stop()
 
 
 def gunicorn_options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:

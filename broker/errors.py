@@ -15,6 +15,9 @@
     │   ├── LeaseLost            the lease expired, went to another worker, or never existed
     │   └── TaskFinished         the task already reached a final state
     ├── PayloadTooLarge          a body over the configured limit (413)
+    ├── TooManyRequests          backpressure: try again after ``retry_after`` seconds (429)
+    │   ├── QueueFull            the queue holds INFERBOX_MAX_QUEUE_DEPTH tasks already
+    │   └── RateLimited          the token submits faster than INFERBOX_SUBMIT_RATE
     └── Unavailable              Redis or blob storage failed (503)
     SettingsError(ValueError)    a bad INFERBOX_* setting, raised at start-up
 
@@ -82,6 +85,22 @@ class TaskFinished(Conflict):
 
 class PayloadTooLarge(BrokerError):
     code = "payload_too_large"
+
+
+class TooManyRequests(BrokerError):
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float, **context: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **context)
+        self.retry_after = retry_after
+
+
+class QueueFull(TooManyRequests):
+    code = "queue_full"
+
+
+class RateLimited(TooManyRequests):
+    code = "rate_limited"
 
 
 class Unavailable(BrokerError):

@@ -11,6 +11,15 @@ Redis layout (``<p>`` is the prefix, ``inferbox`` unless ``INFERBOX_REDIS_PREFIX
     <p>:idem:<owner>:<hash>  STRING  idempotency key -> task id, expires after IDEMPOTENCY_TTL
     <p>:events               CHANNEL pub/sub: "queued:<queue>" and "done:<task_id>" wake long-polls;
                                      "webhook" wakes the webhook relay
+    <p>:ttl                  ZSET    task ids by the time their queueing ttl runs out (the janitor
+                                     expires queued tasks nobody takes)
+    <p>:finished             ZSET    final task ids by finish time (the janitor retires them after
+                                     the retention period)
+    <p>:unrecorded           SET     failed or canceled task ids whose state record is not yet in
+                                     storage (the mailbox and the janitor write it)
+    <p>:purge                SET     retired task ids whose blobs are still to be deleted
+    <p>:rate:<owner>         HASH    submit token bucket of one token: tokens, updated
+    <p>:lock:<name>          STRING  a short lock (janitor pass, index rebuild), with an expiry
 
 What operators watch, written by the same scripts as the transitions they count (all bounded):
 
@@ -40,7 +49,9 @@ Webhooks (the scripts write events; the relay moves them to rq; deliveries log t
                                      WEBHOOK_LOG_MAX
 
 Payloads and results never enter Redis: they live in blob storage under ``inbox/<task_id>`` and
-``outbox/<task_id>/<lease_id>``.
+``outbox/<task_id>/<lease_id>``; a failed or canceled task also leaves a small JSON state record
+under ``state/<task_id>``. Every blob carries metadata enough to rebuild the index from storage
+(``broker.reindex``).
 
 The Lua scripts build task and per-queue keys from the prefix themselves, so inferbox needs a
 single Redis (or a primary with replicas), not Redis Cluster.
@@ -95,8 +106,23 @@ WEBHOOK_RETRY_DELAYS = (5, 30, 120, 600, 1_800, 3_600)  # seconds before each re
 WEBHOOK_MAX_URL = 2_048
 WEBHOOK_QUEUE = "webhooks"  # the rq queue is <prefix>-webhooks
 
+# Backpressure: 0 means no limit.
+DEFAULT_MAX_QUEUE_DEPTH = 0  # queued tasks per queue
+DEFAULT_SUBMIT_RATE = 0.0  # sustained submits per second per token
+DEFAULT_SUBMIT_BURST = 0  # submits a token may make at once (0: one second's worth, at least 1)
+QUEUE_FULL_RETRY_AFTER = 5  # seconds a client is told to wait when a queue is full
+
+# Retention and the janitor.
+DEFAULT_RETENTION = 86_400  # seconds a final task keeps its payload and result
+DEFAULT_JANITOR_INTERVAL = 10.0  # seconds between janitor passes
+DEFAULT_RECONCILE_INTERVAL = 300.0  # seconds between scans of storage for unindexed tasks
+DEFAULT_RECONCILE_GRACE = 60.0  # an unindexed blob younger than this may be a submit in flight
+JANITOR_BATCH = 500  # tasks expired, retired, recorded or purged per step, at most
+LOCK_SECONDS = 300  # a lock whose holder died frees itself after this long
+
 INBOX = "inbox"
 OUTBOX = "outbox"
+STATE = "state"
 
 # Task statuses.
 QUEUED = "queued"
@@ -132,6 +158,10 @@ def result_key(task_id: str, lease_id: str) -> str:
     return f"{OUTBOX}/{task_id}/{lease_id}"
 
 
+def state_key(task_id: str) -> str:
+    return f"{STATE}/{task_id}"
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix."""
@@ -165,7 +195,7 @@ class Keys:
     def histogram(self, queue: str, name: str) -> str:
         return f"{self.prefix}:hist:{queue}:{name}"
 
-    def finished(self, queue: str, minute: int) -> str:
+    def finished_in_minute(self, queue: str, minute: int) -> str:
         return f"{self.prefix}:finished:{queue}:{minute}"
 
     @property
@@ -189,6 +219,28 @@ class Keys:
 
     def webhook_log(self, task_id: str) -> str:
         return f"{self.prefix}:webhook:log:{task_id}"
+
+    @property
+    def ttl(self) -> str:
+        return f"{self.prefix}:ttl"
+
+    @property
+    def finished(self) -> str:
+        return f"{self.prefix}:finished"
+
+    @property
+    def unrecorded(self) -> str:
+        return f"{self.prefix}:unrecorded"
+
+    @property
+    def purge(self) -> str:
+        return f"{self.prefix}:purge"
+
+    def rate(self, owner: str) -> str:
+        return f"{self.prefix}:rate:{owner}"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}:lock:{name}"
 
     def idempotency(self, owner: str, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]

@@ -9,15 +9,26 @@ Ordering rules that keep a task whole:
 - submit writes the payload blob first and indexes the task after, deleting the blob if indexing
   fails, so the index never names a missing payload;
 - each attempt writes its result to its own blob (``outbox/<task_id>/<lease_id>``) before the
-  state machine accepts it, so a refused late result is deleted without touching the live one.
+  state machine accepts it, so a refused late result is deleted without touching the live one;
+- backpressure (queue depth, the token's submit rate) is checked before the payload is stored,
+  so a refused flood costs storage nothing;
+- a failed or canceled task gets a state record (``state/<task_id>``) after the state machine
+  ends it, so that the index can be rebuilt from storage (``broker.reindex``); what a request
+  cannot write, the janitor does.
+
+If Redis fails while indexing a submit, the script may or may not have run: the payload is
+deleted only when Redis confirms the task is not indexed, else kept for the janitor's
+reconcile pass to restore (a task the client was told failed may then still run, never the
+other way round).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
@@ -35,6 +46,7 @@ from .errors import (
 )
 from .notify import Notifier
 from .queue import Completion, NewTask, TaskQueue
+from .reindex import RECORDED, state_record
 from .task import Lease, Task, iso, new_task_id
 
 log = logging.getLogger("inferbox.broker")
@@ -65,15 +77,31 @@ def _storage_errors(action: str) -> Iterator[None]:
         raise Unavailable(f"blob storage failed to {action}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class Backpressure:
+    """Submit limits; 0 disables each (see ``INFERBOX_MAX_QUEUE_DEPTH`` and friends)."""
+
+    max_queue_depth: int = K.DEFAULT_MAX_QUEUE_DEPTH
+    submit_rate: float = K.DEFAULT_SUBMIT_RATE
+    submit_burst: int = K.DEFAULT_SUBMIT_BURST
+
+
 class Mailbox:
     def __init__(
         self, queue: TaskQueue, store: BlobStore, notifier: Notifier, *,
-        recheck: float = K.RECHECK_INTERVAL,
+        recheck: float = K.RECHECK_INTERVAL, backpressure: Backpressure | None = None,
     ) -> None:  # fmt: skip
         self.queue = queue
         self.store = store
         self.notifier = notifier
         self.recheck = recheck
+        self.backpressure = backpressure or Backpressure()
+        self.closing = threading.Event()
+
+    def close(self) -> None:
+        """Answer waiting long-polls now and every later one at once (the server is stopping)."""
+        self.closing.set()
+        self.notifier.wake_all()
 
     # -- clients --------------------------------------------------------------------------------
 
@@ -92,12 +120,15 @@ class Mailbox:
             existing = self.queue.find_replay(owner, idempotency_key)
             if existing:
                 return self.queue.get(existing), False
+        limits = self.backpressure
+        self.queue.admit(owner, queue, max_depth=limits.max_queue_depth, rate=limits.submit_rate,
+                         burst=limits.submit_burst)  # fmt: skip
         task_id = task_id or new_task_id()
         key = K.payload_key(task_id)
         metadata = {
             "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
             "max_attempts": str(max_attempts), "ttl": str(ttl),
-            "created_at": iso(time.time()) or "",
+            "created_at": iso(self.queue.clock()) or "",
         }  # fmt: skip
         with _storage_errors("store the payload"):
             info = self.store.put(key, body, content_type=content_type, metadata=metadata)
@@ -105,8 +136,11 @@ class Mailbox:
                       priority=priority, max_attempts=max_attempts, ttl=ttl, task_id=task_id,
                       webhook_url=webhook_url, webhook_events=webhook_events)
         try:
-            submitted = self.queue.submit(new, idempotency_key)
-        except BaseException:
+            submitted = self.queue.submit(new, idempotency_key, max_depth=limits.max_queue_depth)
+        except Unavailable:
+            self._discard_unless_indexed(task_id)
+            raise
+        except BaseException:  # QueueFull, or the process is being stopped
             self._discard(key)
             raise
         if not submitted.created and submitted.task_id != task_id:
@@ -128,7 +162,7 @@ class Mailbox:
                 woken.clear()
                 task = self.task(task_id, owner)
                 remaining = deadline - time.monotonic()
-                if task.is_final or remaining <= 0:
+                if task.is_final or remaining <= 0 or self.closing.is_set():
                     return task
                 woken.wait(min(self.recheck, remaining))
 
@@ -141,7 +175,9 @@ class Mailbox:
 
     def cancel(self, task_id: str, owner: str | None) -> Task:
         self.task(task_id, owner)
-        return self.queue.cancel(task_id)
+        task = self.queue.cancel(task_id)
+        self._record_now(task)
+        return task
 
     # -- workers --------------------------------------------------------------------------------
 
@@ -159,7 +195,7 @@ class Mailbox:
                 )
                 taken = self._open_payloads(leases)
                 remaining = deadline - time.monotonic()
-                if taken or remaining <= 0:
+                if taken or remaining <= 0 or self.closing.is_set():
                     return taken
                 woken.wait(min(self.recheck, remaining))
 
@@ -201,7 +237,7 @@ class Mailbox:
         metadata = {
             "task_id": task_id, "queue": task.queue, "owner": task.owner, "lease_id": lease_id,
             "attempt": str(task.attempts), "worker_id": task.worker_id[:200],
-            "model_version": model_version, "finished_at": iso(time.time()) or "",
+            "model_version": model_version, "finished_at": iso(self.queue.clock()) or "",
         }  # fmt: skip
         with _storage_errors("store the result"):
             info = self.store.put(key, body, content_type=content_type, metadata=metadata)
@@ -266,7 +302,59 @@ class Mailbox:
 
     def fail(self, task_id: str, lease_id: str, error: str, *, retryable: bool) -> Task:
         self.queue.fail(task_id, lease_id, error[:MAX_ERROR_CHARS], retryable=retryable)
-        return self.queue.get(task_id)
+        task = self.queue.get(task_id)
+        self._record_now(task)
+        return task
+
+    # -- the janitor ----------------------------------------------------------------------------
+
+    def record(self, task_ids: Iterable[str]) -> int:
+        """Write the state records of these failed or canceled tasks; returns how many.
+
+        Ids whose task is gone or not failed/canceled are dropped from the to-do set too.
+        """
+        done: list[str] = []
+        try:
+            for task_id in task_ids:
+                self._write_record(task_id)
+                done.append(task_id)
+        finally:
+            self.queue.mark_recorded(done)
+        return len(done)
+
+    def _write_record(self, task_id: str) -> None:
+        try:
+            task = self.queue.get(task_id)
+        except TaskNotFound:
+            return
+        if task.status in RECORDED:
+            with _storage_errors("store a state record"):
+                self.store.put(K.state_key(task.id), state_record(task),
+                               content_type="application/json",
+                               metadata={"task_id": task.id, "status": task.status})  # fmt: skip
+
+    def purge(self, task_ids: Iterable[str]) -> int:
+        """Delete every blob of these retired tasks; returns how many tasks."""
+        done: list[str] = []
+        try:
+            with _storage_errors("delete retired blobs"):
+                for task_id in task_ids:
+                    for key in [*self.store.list(f"{K.OUTBOX}/{task_id}/"),
+                                K.payload_key(task_id), K.state_key(task_id)]:  # fmt: skip
+                        self.store.delete(key)
+                    done.append(task_id)
+        finally:
+            self.queue.mark_purged(done)
+        return len(done)
+
+    def _record_now(self, task: Task) -> None:
+        """Record a task this request ended; on failure the janitor retries it."""
+        if task.status not in RECORDED:
+            return
+        try:
+            self.record([task.id])
+        except (Unavailable, StorageError) as exc:
+            log.warning("state record of task %s left to the janitor: %s", task.id, exc)
 
     def release(self, task_id: str, lease_id: str) -> Task:
         """Back to the queue without counting the attempt (the worker is stopping)."""
@@ -285,6 +373,16 @@ class Mailbox:
             except (Unavailable, StorageError) as exc:
                 report[name] = str(exc)
         return report
+
+    def _discard_unless_indexed(self, task_id: str) -> None:
+        try:
+            indexed = not self.queue.missing([task_id])
+        except Unavailable:
+            log.warning("task %s: Redis failed mid-submit; its payload stays for the janitor",
+                        task_id)  # fmt: skip
+            return
+        if not indexed:
+            self._discard(K.payload_key(task_id))
 
     def _discard(self, key: str) -> None:
         try:

@@ -54,6 +54,13 @@ class Notifier:
     def close(self) -> None:
         self._closed.set()
 
+    def wake_all(self) -> None:
+        """Wake every waiter now, whatever it listens for."""
+        with self._lock:
+            events = {event for waiters in self._waiters.values() for event in waiters}
+        for event in events:
+            event.set()
+
     def _ensure_listening(self) -> None:
         if self._thread is not None:
             return

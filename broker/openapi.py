@@ -27,10 +27,9 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def _binary(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-    }
+    # No schema: the bytes go out exactly as stored, with the Content-Type their sender chose
+    # (which they need not honour), so there is nothing to validate them against.
+    response: dict[str, Any] = {"description": description + " (raw bytes)", "content": {"*/*": {}}}
     if headers:
         response["headers"] = headers
     return response
@@ -45,7 +44,21 @@ def _string_header(description: str) -> dict[str, Any]:
     return {"schema": {"type": "string"}, "description": description}
 
 
-TASK_ID = _param("task_id", "path", {"type": "string"}, "the task id")
+NAME = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+QUEUE = {"type": "string", "pattern": f"^{NAME}$"}
+QUEUES = {"type": "string", "pattern": f"^{NAME}(,{NAME})*$"}
+
+
+def _printable(max_length: int) -> dict[str, Any]:
+    return {"type": "string", "pattern": f"^[\\x20-\\x7e]{{0,{max_length}}}$"}
+
+
+def _integer(low: int, high: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": low, "maximum": high}
+
+
+TASK_ID = _param("task_id", "path", {"type": "string"},
+                 "the task id (22 base64url characters; anything else is unknown)")
 AUTH_ERRORS = {"401": _error("missing or unknown token"), "403": _error("wrong role")}
 LEASE_HEADERS = {
     "X-Inferbox-Task-Id": _string_header("task id"),
@@ -64,12 +77,13 @@ NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object", "required": ["error", "message"],
-        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"},
+                       "retry_after": {"type": "number", "minimum": 0}},
     },
     "Progress": {
         "type": ["object", "null"],
         "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
-                       "message": {"type": "string"}},
+                       "message": {"type": "string", "maxLength": 500}},
     },
     "Task": {
         "type": "object",
@@ -140,8 +154,9 @@ SCHEMAS: dict[str, Any] = {
                                                        "blob's, or guessed from its name)"}},
     },
     "Heartbeat": {
-        "type": "object",
-        "properties": {"lease_id": {"type": "string"}, "progress": _ref("Progress")},
+        "type": "object", "required": ["lease_id"],
+        "properties": {"lease_id": {**_printable(64), "minLength": 1},
+                       "progress": _ref("Progress")},
     },
     "Results": {
         "type": "object", "required": ["results"],
@@ -158,18 +173,18 @@ SCHEMAS: dict[str, Any] = {
     },
     "ErrorDocument": {
         "type": "object", "required": ["error"],
-        "properties": {"error": {"type": "string"}, "traceback": {"type": "string"},
+        "properties": {"error": {"type": "string", "minLength": 1},
+                       "traceback": {"type": "string"},
                        "retryable": {"type": "boolean", "default": True}},
     },
     "TakeOptions": {
         "type": "object",
         "properties": {
-            "queue": {"oneOf": [{"type": "string"},
-                                {"type": "array", "items": {"type": "string"}}]},
-            "max_tasks": {"type": "integer", "minimum": 1, "maximum": K.MAX_TASKS_PER_TAKE},
+            "queue": {"oneOf": [QUEUES, {"type": "array", "items": QUEUE, "minItems": 1}]},
+            "max_tasks": _integer(1, K.MAX_TASKS_PER_TAKE),
             "wait": {"type": "number", "minimum": 0},
-            "lease": {"type": "integer", "minimum": 1, "maximum": K.MAX_LEASE},
-            "worker_id": {"type": "string", "maxLength": 128},
+            "lease": _integer(1, K.MAX_LEASE),
+            "worker_id": _printable(128),
         },
     },
     "Queues": {
@@ -189,24 +204,30 @@ SCHEMAS: dict[str, Any] = {
 }  # fmt: skip
 
 
+WEBHOOK_EVENTS = r"^(completed|failed|progress)(,(completed|failed|progress))*$"
+
+
 def _predict() -> dict[str, Any]:
-    integer = {"type": "integer"}
+    options = [("queue", QUEUE, "queue (model) name, default 'default'"),
+               ("priority", _integer(0, K.MAX_PRIORITY), "0-9, higher first"),
+               ("max_attempts", _integer(1, K.MAX_ATTEMPTS_LIMIT), "attempts"),
+               ("ttl", _integer(1, K.MAX_TTL), "seconds it may wait queued"),
+               ("webhook", {"type": "string", "format": "uri", "pattern": "^https?://",
+                            "maxLength": K.WEBHOOK_MAX_URL},
+                "http(s) URL to POST signed events to (or X-Inferbox-Webhook); refused (400) "
+                "when the SSRF guard forbids its address"),
+               ("webhook_events", {"type": "string", "pattern": WEBHOOK_EVENTS},
+                "comma-separated: completed, failed, progress (default completed,failed)"),
+               ("wait", {"type": "number", "minimum": 0},
+                "hold the request up to this many seconds and answer as /getresult would")]
+    # fmt: skip
+    headers = [("Idempotency-Key", _printable(255), "same key, same task")]
     return {"post": {
         "summary": "Submit a task: the body is the payload, with its Content-Type",
-        "parameters": [
-            _param("queue", "query", {"type": "string"}, "queue (model) name, default 'default'"),
-            _param("priority", "query", {**integer, "minimum": 0, "maximum": 9},
-                   "0-9, higher first"),
-            _param("max_attempts", "query", {**integer, "minimum": 1, "maximum": 100}, "attempts"),
-            _param("ttl", "query", {**integer, "minimum": 1}, "seconds it may wait queued"),
-            _param("Idempotency-Key", "header", {"type": "string"}, "same key, same task"),
-            _param("webhook", "query", {"type": "string", "format": "uri"},
-                   "http(s) URL to POST signed events to (or X-Inferbox-Webhook)"),
-            _param("webhook_events", "query", {"type": "string"},
-                   "comma-separated: completed, failed, progress (default completed,failed)"),
-            _param("wait", "query", {"type": "number", "minimum": 0},
-                   "hold the request up to this many seconds and answer as /getresult would"),
-        ],
+        "description": "Each option may come as a header instead: X-Inferbox-Queue, "
+                       "X-Inferbox-Priority, X-Inferbox-Max-Attempts, X-Inferbox-Ttl.",
+        "parameters": [_param(name, "query", schema, text) for name, schema, text in options]
+        + [_param(name, "header", schema, text) for name, schema, text in headers],
         "requestBody": {"content": {
             "application/vnd.inferbox.payload-ref+json": {"schema": _ref("PayloadRef")},
             "*/*": {"schema": {"type": "string", "format": "binary"}}}},
@@ -222,6 +243,9 @@ def _predict() -> dict[str, Any]:
             "410": _json("Task", "with wait: expired meanwhile"),
             "413": _error("payload over the limit"),
             "424": _json("Task", "with wait: failed within it"),
+            "429": {**_error("the queue is full or the token submits too fast"), "headers": {
+                "Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                "description": "seconds to wait before trying again"}}},
             "503": _error("Redis or storage failed"),
         },
     }}  # fmt: skip
@@ -231,7 +255,7 @@ def _getresult() -> dict[str, Any]:
     return {"get": {
         "summary": "The result bytes once succeeded; otherwise the status document",
         "parameters": [TASK_ID, _param("wait", "query", {"type": "number", "minimum": 0},
-                                       "long-poll up to this many seconds")],
+                                       "long-poll up to this many seconds (capped)")],
         "responses": {
             "200": _binary("the result, with the worker's Content-Type", RESULT_HEADERS),
             "202": _json("Task", "still queued or running"),
@@ -256,7 +280,7 @@ def _task_ops() -> dict[str, Any]:
     }}
     heartbeat = {"post": {
         "summary": "Extend the lease; report progress; learn of a cancel", "parameters": [TASK_ID],
-        "requestBody": {"content": {JSON: {"schema": _ref("Heartbeat")}}},
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Heartbeat")}}},
         "responses": {"200": _json("HeartbeatAnswer", "lease extended, or canceled: true"),
                       "400": _error("missing lease id or bad progress"), **AUTH_ERRORS,
                       "404": _error("unknown task"), "409": _error("lease lost")},
@@ -276,10 +300,12 @@ def _task_ops() -> dict[str, Any]:
 def _worker_ops() -> dict[str, Any]:
     take = {"post": {
         "summary": "Take up to max_tasks tasks, long-polling up to wait seconds",
-        "parameters": [_param(name, "query", {"type": "string"}, text) for name, text in (
-            ("queue", "queue name(s), comma-separated"), ("max_tasks", "1-100"),
-            ("wait", "seconds to long-poll"), ("lease", "lease seconds"),
-            ("worker_id", "recorded on the task"))],
+        "parameters": [_param(name, "query", schema, text) for name, schema, text in (
+            ("queue", QUEUES, "queue name(s), comma-separated"),
+            ("max_tasks", _integer(1, K.MAX_TASKS_PER_TAKE), "tasks to take at most"),
+            ("wait", {"type": "number", "minimum": 0}, "seconds to long-poll (capped)"),
+            ("lease", _integer(1, K.MAX_LEASE), "lease seconds"),
+            ("worker_id", _printable(128), "recorded on the task (or X-Inferbox-Worker)"))],
         "requestBody": {"content": {JSON: {"schema": _ref("TakeOptions")}}},
         "responses": {
             "200": _binary("one payload with lease headers (max_tasks=1), or multipart/mixed "
@@ -290,9 +316,11 @@ def _worker_ops() -> dict[str, Any]:
     }}
     put = {"post": {
         "summary": "Post the attempt's result bytes, or an error document",
-        "parameters": [TASK_ID, _param("X-Inferbox-Lease-Id", "header", {"type": "string"},
-                                       "the lease id (or ?lease_id=)"),
-                       _param("X-Inferbox-Model-Version", "header", {"type": "string"},
+        "parameters": [TASK_ID,
+                       {**_param("X-Inferbox-Lease-Id", "header",
+                                 {**_printable(64), "minLength": 1},
+                                 "the lease id (or ?lease_id=)"), "required": True},
+                       _param("X-Inferbox-Model-Version", "header", _printable(255),
                               "stored with the result")],
         "requestBody": {"content": {
             "application/vnd.inferbox.error+json": {"schema": _ref("ErrorDocument")},
@@ -318,7 +346,7 @@ def _worker_ops() -> dict[str, Any]:
 
 def _operator_ops() -> dict[str, Any]:
     return {
-        "/healthz": {"get": {"summary": "Liveness and dependencies", "responses": {
+        "/healthz": {"get": {"summary": "Liveness and dependencies", "security": [], "responses": {
             "200": _json("Health", "healthy"), "503": _json("Health", "Redis or storage down")}}},
         "/queues": {"get": {"summary": "Per-queue depth, in flight, oldest age", "responses": {
             "200": _json("Queues", "every queue used so far"), **AUTH_ERRORS}}},
@@ -333,7 +361,7 @@ def _operator_ops() -> dict[str, Any]:
                       "responses": {"200": HTML_PAGE}}},
         "/dashboard": {"get": {"summary": "The dashboard page (its data needs an admin token)",
                                "security": [], "responses": {"200": HTML_PAGE}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
             "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {}}}}}}},
     }  # fmt: skip
 

@@ -17,7 +17,10 @@ TASK_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 PRINTABLE = re.compile(r"[\x20-\x7e]+")
 
 
-def queue_name(raw: Any) -> str:
+def queue_name(raw: Any, default: str | None = None) -> str:
+    """A valid queue name; ``default`` when ``raw`` is None (absent) and a default is given."""
+    if raw is None and default is not None:
+        return default
     if not isinstance(raw, str) or not QUEUE_NAME.fullmatch(raw):
         raise InvalidQueue(
             f"invalid queue name {raw!r}: use 1-64 of A-Z a-z 0-9 . _ -, "
@@ -26,8 +29,10 @@ def queue_name(raw: Any) -> str:
     return raw
 
 
-def queue_names(raw: Any) -> list[str]:
+def queue_names(raw: Any, default: str | None = None) -> list[str]:
     """One name, a comma-separated string or a list; order kept, duplicates dropped."""
+    if raw is None and default is not None:
+        return [default]
     items = raw.split(",") if isinstance(raw, str) else raw
     if not isinstance(items, list) or not items:
         raise InvalidQueue("queue must be a name, comma-separated names or a list of names")
@@ -36,8 +41,8 @@ def queue_names(raw: Any) -> list[str]:
 
 
 def integer(name: str, raw: Any, *, default: int, low: int, high: int) -> int:
-    """``raw`` (None for absent) as an int in ``low..high``."""
-    if raw is None or raw == "":
+    """``raw`` (None for absent) as an int in ``low..high``; an empty value is not absent."""
+    if raw is None:
         return default
     if isinstance(raw, bool):
         raise InvalidOption(f"{name} must be an integer, not {raw!r}")
@@ -51,8 +56,10 @@ def integer(name: str, raw: Any, *, default: int, low: int, high: int) -> int:
 
 
 def number(name: str, raw: Any, *, default: float, low: float, high: float) -> float:
-    if raw is None or raw == "":
+    if raw is None:
         return default
+    if isinstance(raw, bool):
+        raise InvalidOption(f"{name} must be a number, not {raw!r}")
     try:
         value = float(raw)
     except (TypeError, ValueError):

@@ -13,9 +13,11 @@ by the next take (or status read), which sends the task back to its queue or, on
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -23,7 +25,15 @@ from typing import Any
 import redis
 
 from . import keys as K
-from .errors import BrokerError, LeaseLost, TaskFinished, TaskNotFound, Unavailable
+from .errors import (
+    BrokerError,
+    LeaseLost,
+    QueueFull,
+    RateLimited,
+    TaskFinished,
+    TaskNotFound,
+    Unavailable,
+)
 from .task import Lease, QueueStats, Task, new_task_id
 
 
@@ -66,7 +76,7 @@ class _Scripts:
 
     NAMES = (
         "submit", "take", "heartbeat", "complete", "fail", "release", "cancel", "settle", "reap",
-        "stats", "webhook_claim",
+        "stats", "webhook_claim", "admit", "restore", "retire",
     )
 
     def __init__(self, client: redis.Redis) -> None:
@@ -103,8 +113,35 @@ class TaskQueue:
 
     # -- clients --------------------------------------------------------------------------------
 
-    def submit(self, new: NewTask, idempotency_key: str | None = None) -> Submitted:
-        """Queue a task, or return the one ``idempotency_key`` (scoped to the owner) names."""
+    def admit(
+        self, owner: str, queue: str, *, max_depth: int = 0, rate: float = 0.0, burst: int = 0
+    ) -> None:
+        """Check backpressure before a submit stores anything; spend one of ``owner``'s tokens.
+
+        Raises QueueFull when ``queue`` holds ``max_depth`` tasks, RateLimited when ``owner``
+        submits faster than ``rate`` per second (bursts of ``burst``). Zero disables a check.
+        """
+        burst = burst or max(1, math.ceil(rate))
+        outcome, *rest = self._run("admit", owner, queue, max_depth, f"{rate:.6f}", burst)
+        if outcome == b"full":
+            raise QueueFull(
+                f"queue {queue} is full ({int(rest[0])} tasks queued): try again later",
+                retry_after=K.QUEUE_FULL_RETRY_AFTER,
+            )
+        if outcome == b"rate_limited":
+            wait = max(1, math.ceil(float(rest[0])))
+            raise RateLimited(
+                f"too many submits from this token (at most {rate:g} per second)",
+                retry_after=wait,
+            )
+
+    def submit(
+        self, new: NewTask, idempotency_key: str | None = None, *, max_depth: int = 0
+    ) -> Submitted:
+        """Queue a task, or return the one ``idempotency_key`` (scoped to the owner) names.
+
+        Raises QueueFull when ``max_depth`` (> 0) tasks are queued in ``new.queue`` already.
+        """
         idem = self.keys.idempotency(new.owner, idempotency_key) if idempotency_key else ""
         now = self.clock()
         fields = {
@@ -117,10 +154,14 @@ class TaskQueue:
             events = ",".join(new.webhook_events)
             fields |= {"webhook_url": new.webhook_url, "webhook_events": events}
         flat = [str(part) for pair in fields.items() for part in pair]
-        outcome, task_id = self._run(
-            "submit", new.task_id, new.queue, new.priority, idem, self.idempotency_ttl, *flat
-        )
-        return Submitted(task_id.decode(), created=outcome == b"created")
+        outcome, value = self._run(
+            "submit", new.task_id, new.queue, new.priority, idem, self.idempotency_ttl,
+            max_depth, *flat,
+        )  # fmt: skip
+        if outcome == b"full":
+            raise QueueFull(f"queue {new.queue} is full ({int(value)} tasks queued): try again "
+                            "later", retry_after=K.QUEUE_FULL_RETRY_AFTER)  # fmt: skip
+        return Submitted(value.decode(), created=outcome == b"created")
 
     def find_replay(self, owner: str, idempotency_key: str) -> str | None:
         """The task id an idempotency key already names, if any (a read-only pre-check)."""
@@ -271,6 +312,96 @@ class TaskQueue:
         now = self.clock()
         rows = self._run("stats")
         return sorted((QueueStats.from_row(row, now) for row in rows), key=lambda s: s.name)
+
+    # -- the janitor and the index rebuild ------------------------------------------------------
+
+    def retire(self, retention: float, tombstone: float, limit: int = K.JANITOR_BATCH) -> tuple[
+        int, int
+    ]:
+        """Expire queued tasks past their ttl, and retire final tasks older than ``retention``.
+
+        Retired tasks answer ``expired`` for ``tombstone`` more seconds, then are unknown; their
+        ids wait in :meth:`purge_due` until their blobs are deleted. Returns (expired, retired).
+        """
+        expired, retired = self._run("retire", f"{retention:.3f}", math.ceil(tombstone), limit)
+        return int(expired), int(retired)
+
+    def unrecorded(self, limit: int = K.JANITOR_BATCH) -> list[str]:
+        """Failed or canceled tasks whose state record is not yet in storage."""
+        return self._members(self.keys.unrecorded, limit)
+
+    def mark_recorded(self, task_ids: Iterable[str]) -> None:
+        self._remove(self.keys.unrecorded, task_ids)
+
+    def purge_due(self, limit: int = K.JANITOR_BATCH) -> list[str]:
+        """Retired tasks whose blobs are still to be deleted."""
+        return self._members(self.keys.purge, limit)
+
+    def mark_purged(self, task_ids: Iterable[str]) -> None:
+        self._remove(self.keys.purge, task_ids)
+
+    def restore(
+        self, task_id: str, *, queue: str, priority: int, status: str, fields: Mapping[str, str]
+    ) -> str:
+        """Index a task rebuilt from storage unless the index has it: 'restored', 'exists' or
+        'purging' (retired, blobs being deleted). A queued task needs ``expires_at`` in
+        ``fields``, a final one ``finished_at``."""
+        flat = [str(part) for pair in fields.items() for part in pair]
+        return str(self._run("restore", task_id, queue, priority, status, *flat).decode())
+
+    def missing(self, task_ids: Sequence[str]) -> list[str]:
+        """The ids among ``task_ids`` that the index has no task for."""
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.exists(self.keys.task(task_id))
+                found = pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+        return [task_id for task_id, exists in zip(task_ids, found, strict=True) if not exists]
+
+    def is_empty(self) -> bool:
+        """True when no task was ever indexed here (or the index was lost)."""
+        try:
+            return not self.redis.exists(self.keys.seq)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+
+    @contextmanager
+    def lock(self, name: str, *, seconds: int = K.LOCK_SECONDS, wait: float = 0) -> Iterator[bool]:
+        """Hold the lock ``name`` (shared by every broker on this Redis) for the block.
+
+        Yields False, and runs the block without it, when another holder keeps it longer than
+        ``wait`` seconds. A holder that dies frees it after ``seconds``.
+        """
+        lock = self.redis.lock(self.keys.lock(name), timeout=seconds,
+                               blocking=wait > 0, blocking_timeout=wait or None)  # fmt: skip
+        try:
+            acquired = bool(lock.acquire())
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+        try:
+            yield acquired
+        finally:
+            if acquired:  # if it expired or Redis is gone, it frees itself after `seconds`
+                with suppress(redis.RedisError):
+                    lock.release()
+
+    def _members(self, key: str, limit: int) -> list[str]:
+        try:
+            members = self.redis.srandmember(key, limit)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+        return sorted(m.decode() for m in members or [])  # type: ignore[union-attr]
+
+    def _remove(self, key: str, members: Iterable[str]) -> None:
+        members = list(members)
+        if not members:
+            return
+        try:
+            self.redis.srem(key, *members)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
 
     def ping(self) -> None:
         try:

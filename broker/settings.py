@@ -37,12 +37,24 @@ INFERBOX_COMPAT_LEASE          seconds a v0 worker holds a task; v0 has no heart
 INFERBOX_PAYLOAD_SOURCES       comma-separated storage URLs under which a submit may name its
                                payload instead of sending it; ``{owner}`` stands for the
                                caller's owner id (none; see ``broker.sources``)
+INFERBOX_MAX_QUEUE_DEPTH       queued tasks per queue before submits get 429 (0: no limit)
+INFERBOX_SUBMIT_RATE           submits per second per token before 429 (0: no limit)
+INFERBOX_SUBMIT_BURST          submits a token may make at once (0: one second's worth)
+INFERBOX_RETENTION             seconds a finished task keeps its payload and result (86400);
+                               then it answers ``expired`` for as long again, then 404
+INFERBOX_JANITOR_INTERVAL      seconds between janitor passes (10; 0: no janitor)
+INFERBOX_RECONCILE_INTERVAL    seconds between scans of storage for tasks the index lacks
+                               (300; 0: only at start-up and ``inferbox-broker reindex``)
+INFERBOX_RECONCILE_GRACE       age in seconds before an unindexed payload is restored (60)
+INFERBOX_CORS_ORIGINS          comma-separated origins allowed by CORS (none: CORS off)
 =============================  ==========================================================
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +64,7 @@ from .errors import InvalidQueue, SettingsError
 from .options import queue_name
 
 PREFIX = "INFERBOX_"
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def default_storage_url() -> str:
@@ -83,6 +96,14 @@ class Settings:
     compat_queue: str = K.DEFAULT_QUEUE
     compat_lease: int = K.DEFAULT_LEASE
     payload_sources: tuple[str, ...] = ()
+    max_queue_depth: int = K.DEFAULT_MAX_QUEUE_DEPTH
+    submit_rate: float = K.DEFAULT_SUBMIT_RATE
+    submit_burst: int = K.DEFAULT_SUBMIT_BURST
+    retention: int = K.DEFAULT_RETENTION
+    janitor_interval: float = K.DEFAULT_JANITOR_INTERVAL
+    reconcile_interval: float = K.DEFAULT_RECONCILE_INTERVAL
+    reconcile_grace: float = K.DEFAULT_RECONCILE_GRACE
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -124,6 +145,14 @@ class Settings:
             compat_queue=env.queue("COMPAT_QUEUE", K.DEFAULT_QUEUE),
             compat_lease=env.number("COMPAT_LEASE", K.DEFAULT_LEASE, high=K.MAX_LEASE),
             payload_sources=env.items("PAYLOAD_SOURCES"),
+            max_queue_depth=env.number("MAX_QUEUE_DEPTH", K.DEFAULT_MAX_QUEUE_DEPTH, low=0),
+            submit_rate=env.seconds("SUBMIT_RATE", K.DEFAULT_SUBMIT_RATE),
+            submit_burst=env.number("SUBMIT_BURST", K.DEFAULT_SUBMIT_BURST, low=0),
+            retention=env.number("RETENTION", K.DEFAULT_RETENTION),
+            janitor_interval=env.seconds("JANITOR_INTERVAL", K.DEFAULT_JANITOR_INTERVAL),
+            reconcile_interval=env.seconds("RECONCILE_INTERVAL", K.DEFAULT_RECONCILE_INTERVAL),
+            reconcile_grace=env.seconds("RECONCILE_GRACE", K.DEFAULT_RECONCILE_GRACE),
+            cors_origins=env.origins("CORS_ORIGINS"),
         )
         settings.check_webhooks()
         settings.check_sources()
@@ -157,6 +186,15 @@ class _Env:
         raw = self.text(name) or ""
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
+    def origins(self, name: str) -> tuple[str, ...]:
+        """Web origins (``https://app.example.com``, with a port if not the default) or ``*``."""
+        found = self.items(name)
+        for origin in found:
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise SettingsError(f"{PREFIX}{name}: {origin!r} is not an origin like "
+                                    "https://app.example.com (no path, no trailing slash)")
+        return tuple(origin.lower() for origin in found)
+
     def flag(self, name: str) -> bool:
         raw = (self.text(name) or "0").lower()
         if raw not in {"0", "1", "true", "false", "yes", "no", "on", "off"}:
@@ -181,6 +219,19 @@ class _Env:
             return queue_name(raw) if raw is not None else default
         except InvalidQueue as exc:
             raise SettingsError(f"{PREFIX}{name}: {exc.message}") from None
+
+    def seconds(self, name: str, default: float) -> float:
+        """A non-negative decimal number (seconds, or a rate per second)."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name} must be a number, not {raw!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise SettingsError(f"{PREFIX}{name} must be a number >= 0, not {raw!r}")
+        return value
 
     def number(self, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
         raw = self.text(name)

@@ -27,6 +27,7 @@ from client_sdk.errors import (
     TaskExpired,
     TaskFailed,
     TaskTimeout,
+    TooManyRequests,
 )
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "TaskExpired",
     "TaskFailed",
     "TaskTimeout",
+    "TooManyRequests",
 ]

@@ -24,6 +24,7 @@ import requests
 from client_sdk.backoff import Backoff
 from client_sdk.codec import BINARY, Encoded, ImageAs, decode, encode
 from client_sdk.errors import (
+    APIError,
     BrokerUnavailable,
     ProtocolError,
     TaskCanceled,
@@ -31,6 +32,7 @@ from client_sdk.errors import (
     TaskExpired,
     TaskFailed,
     TaskTimeout,
+    TooManyRequests,
 )
 from client_sdk.http import (
     RETRY_STATUSES,
@@ -45,6 +47,8 @@ __all__ = ["Client", "Task"]
 
 # The broker holds a long poll for at most INFERBOX_MAX_WAIT seconds (60 by default).
 MAX_WAIT = 60
+# The longest Retry-After a submit sleeps through before its next try.
+MAX_RETRY_AFTER = 60.0
 # A 202 that comes back sooner than this although we asked to wait means the broker did not
 # hold the request; pausing keeps such a broker from being polled in a tight loop.
 _MIN_POLL_INTERVAL = 1.0
@@ -117,8 +121,10 @@ class Client:
 
         Every submit carries an ``Idempotency-Key`` (a fresh UUID unless one is given), so a
         submit that failed on the connection or with 502/503/504 is retried with the same key
-        and can never create the task twice. Raises ``BadRequest`` for an invalid option,
-        ``PayloadTooLarge``, ``AuthError``, or ``BrokerUnavailable`` once retries run out.
+        and can never create the task twice. A ``429`` (full queue, rate limit) is retried too,
+        after the ``Retry-After`` the broker sent, as is a 503 that sends one. Raises
+        ``BadRequest`` for an invalid option, ``PayloadTooLarge``, ``AuthError``, or
+        ``TooManyRequests`` / ``BrokerUnavailable`` once ``retries`` run out.
 
         ``wait`` (seconds, at most ``MAX_WAIT``) makes it the synchronous form
         (``POST /predict?wait=``): the broker holds the request until the task ends or the wait
@@ -167,10 +173,11 @@ class Client:
                 if not (wait and _is_outcome(response)):
                     raise_for_error(response)
                 return response
-            except BrokerUnavailable as exc:
+            except (BrokerUnavailable, TooManyRequests) as exc:
                 if backoff.attempts >= self.retries or not _worth_retrying(exc):
                     raise
-                time.sleep(backoff.next_delay())
+                delay = backoff.next_delay()  # counts the attempt
+                time.sleep(min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after else delay)
 
     def task(self, task_id: str) -> Task:
         """A handle on an existing task. No request is made until a method is called."""
@@ -362,9 +369,9 @@ class Task:
         return self._document
 
 
-def _worth_retrying(exc: BrokerUnavailable) -> bool:
-    """No answer at all, or a gateway saying the broker is briefly away."""
-    return exc.status_code is None or exc.status_code in RETRY_STATUSES
+def _worth_retrying(exc: APIError) -> bool:
+    """No answer at all, a gateway saying the broker is briefly away, or backpressure."""
+    return exc.status_code is None or exc.status_code in RETRY_STATUSES or exc.status_code == 429
 
 
 def _wait_seconds(deadline: float | None) -> int:

@@ -11,6 +11,7 @@ request worked and the task's outcome is not a result (``TaskError``)::
     │   ├── Conflict              409: the task is not in a state that allows this
     │   │   └── LeaseLost         409 lease_lost: the worker's lease is no longer valid
     │   ├── PayloadTooLarge       413: the body is over the broker's limit
+    │   ├── TooManyRequests       429: a full queue or a submit rate limit; see retry_after
     │   └── BrokerUnavailable     5xx, or the connection failed after retries
     ├── TaskError                 the task ended (or is still going) without a result
     │   ├── TaskFailed            the task ended ``failed``; ``.error`` is the worker's text
@@ -43,6 +44,7 @@ __all__ = [
     "TaskExpired",
     "TaskFailed",
     "TaskTimeout",
+    "TooManyRequests",
     "WebhookVerificationError",
 ]
 
@@ -57,7 +59,8 @@ class APIError(InferboxError):
     ``status_code`` is the HTTP status (``None`` when no answer came back), ``error`` the
     machine-readable code from the body (``not_found``, ``lease_lost``, ...), ``message`` the
     human-readable text, and ``body`` the decoded JSON body (or the raw text when it was not
-    JSON, ``None`` when there was none).
+    JSON, ``None`` when there was none). ``retry_after`` is the answer's ``Retry-After`` in
+    seconds, ``None`` without one.
     """
 
     def __init__(
@@ -67,12 +70,14 @@ class APIError(InferboxError):
         status_code: int | None = None,
         error: str = "",
         body: Any = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.error = error
         self.message = message
         self.body = body
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         prefix = "" if self.status_code is None else f"{self.status_code} "
@@ -102,6 +107,14 @@ class LeaseLost(Conflict):
 
 class PayloadTooLarge(APIError):
     """413: the body exceeds the broker's payload limit; nothing was stored."""
+
+
+class TooManyRequests(APIError):
+    """429: the queue is full (``queue_full``) or the token submits too fast (``rate_limited``).
+
+    ``retry_after`` says how many seconds to wait; ``Client.submit`` waits that long by itself
+    before it gives up and raises this.
+    """
 
 
 class BrokerUnavailable(APIError):

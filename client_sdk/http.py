@@ -6,9 +6,11 @@ Everything ``requests`` or ``urllib3`` can raise for a failed exchange is turned
 
 from __future__ import annotations
 
+import email.utils
 import inspect
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +30,7 @@ from client_sdk.errors import (
     NotFound,
     PayloadTooLarge,
     ProtocolError,
+    TooManyRequests,
 )
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "parse_content_type",
     "parse_multipart",
     "raise_for_error",
+    "retry_after_seconds",
     "send",
     "task_url",
     "user_agent",
@@ -55,6 +59,7 @@ _BY_STATUS: dict[int, type[APIError]] = {
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,
+    429: TooManyRequests,
 }
 
 # Failures of the exchange itself (no usable answer), as opposed to usage errors like a bad URL.
@@ -166,7 +171,24 @@ def error_from_response(response: requests.Response) -> APIError:
         cls = BrokerUnavailable
     else:
         cls = _BY_STATUS.get(status, APIError)
-    return cls(message, status_code=status, error=error, body=body)
+    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+    return cls(message, status_code=status, error=error, body=body, retry_after=retry_after)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header (delay seconds or an HTTP date) as seconds from now, >= 0."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
 
 
 def raise_for_error(response: requests.Response) -> None:

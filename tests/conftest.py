@@ -8,6 +8,9 @@ before and after each test. Without a reachable Redis they skip with the reason,
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -60,3 +63,34 @@ def any_redis(request):
         yield fakeredis.FakeRedis(server=fakeredis.FakeServer())
     else:
         yield request.getfixturevalue("real_redis")
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (``INFERBOX_CHROMIUM`` or ``CHROMIUM`` names another); skips without one,
+    fails under ``CI=true``."""
+    candidates = [os.environ.get("INFERBOX_CHROMIUM", ""), os.environ.get("CHROMIUM", ""),
+                  "/usr/bin/chromium", shutil.which("chromium") or ""]  # fmt: skip
+    for path in candidates:
+        if path and Path(path).exists():
+            return path
+    message = "no Chromium: apt-get install chromium (or set INFERBOX_CHROMIUM)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " — CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless Chromium for the whole run, driven by playwright (one sync_playwright per
+    process: a second one inside the first's event loop would fail)."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    executable = chromium_path()
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable, headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        )  # fmt: skip
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -6,6 +6,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -14,11 +15,21 @@ from storage import Blob
 
 from .. import keys as K
 from .. import multipart, options
-from ..auth import WORKER
+from ..auth import WORKER, Principal
 from ..errors import BrokerError, Conflict, InvalidRequest, TaskNotFound
 from ..mailbox import ResultUpload
 from ..task import Lease, Task, iso
-from .common import authorize, box, json_body, mailbox, option, stream_blob
+from ..web import untrusted
+from .common import (
+    authorize,
+    box,
+    json_body,
+    known_query,
+    mailbox,
+    option,
+    request_body,
+    stream_blob,
+)
 
 bp = Blueprint("leases", __name__)
 
@@ -28,18 +39,19 @@ MAX_ERROR_DOC = 64 * 1024
 
 @bp.post("/getnexttask")
 def getnexttask() -> Response:
-    authorize(WORKER)
+    principal = authorize(WORKER)
+    known_query("queue", "max_tasks", "wait", "lease", "worker_id")
     body = json_body()
-    queues = options.queue_names(option("queue", None, body) or K.DEFAULT_QUEUE)
-    max_tasks = options.integer("max_tasks", option("max_tasks", None, body), default=1, low=1,
-                                high=K.MAX_TASKS_PER_TAKE)  # fmt: skip
-    wait = options.wait_seconds(option("wait", None, body), box().settings.max_wait)
-    lease = options.integer("lease", option("lease", None, body), default=K.DEFAULT_LEASE, low=1,
-                            high=K.MAX_LEASE)  # fmt: skip
-    worker_id = options.text(
-        "worker_id", option("worker_id", "X-Inferbox-Worker", body), default="anonymous",
-        max_length=128,
-    )
+    queues = option("queue", None, body, partial(options.queue_names, default=K.DEFAULT_QUEUE))
+    principal.require_queues(queues)
+    max_tasks = option("max_tasks", None, body, lambda raw: options.integer(
+        "max_tasks", raw, default=1, low=1, high=K.MAX_TASKS_PER_TAKE))  # fmt: skip
+    wait = option("wait", None, body,
+                  lambda raw: options.wait_seconds(raw, box().settings.max_wait))  # fmt: skip
+    lease = option("lease", None, body, lambda raw: options.integer(
+        "lease", raw, default=K.DEFAULT_LEASE, low=1, high=K.MAX_LEASE))  # fmt: skip
+    worker_id = option("worker_id", "X-Inferbox-Worker", body, lambda raw: options.text(
+        "worker_id", raw, default="anonymous", max_length=128))  # fmt: skip
     taken = mailbox().take(queues, max_tasks=max_tasks, lease_seconds=lease,
                            worker_id=worker_id, wait=wait)  # fmt: skip
     if not taken:
@@ -49,8 +61,8 @@ def getnexttask() -> Response:
         response = Response(stream_blob(blob), content_type=lease_.content_type,
                             headers=_lease_headers(lease_))  # fmt: skip
         response.content_length = blob.info.size
-        return response
-    return _multipart(taken)
+        return untrusted(response)
+    return untrusted(_multipart(taken))
 
 
 def _lease_headers(lease: Lease) -> dict[str, str]:
@@ -92,6 +104,12 @@ def _multipart(taken: list[tuple[Lease, Blob]]) -> Response:
     return response
 
 
+def _check_queue(principal: Principal, task_id: str) -> None:
+    """A worker token limited to some queues may touch only their tasks."""
+    if principal.queues:
+        principal.require_queues([mailbox().task(task_id, None).queue])
+
+
 def _lease_id() -> str:
     lease_id = request.headers.get("X-Inferbox-Lease-Id") or request.args.get("lease_id")
     if not lease_id:
@@ -101,28 +119,34 @@ def _lease_id() -> str:
 
 @bp.post("/tasks/<task_id>/heartbeat")
 def heartbeat(task_id: str) -> Response:
-    authorize(WORKER)
+    principal = authorize(WORKER)
+    known_query("lease_id")
     body = json_body()
     lease_id = body.get("lease_id") or _lease_id()
     lease_id = options.text("lease_id", lease_id, max_length=64)
     progress = options.progress(body.get("progress"))
+    _check_queue(principal, options.task_id(task_id))
     deadline, canceled = mailbox().heartbeat(options.task_id(task_id), lease_id, progress)
     return jsonify({"lease_deadline": None if canceled else iso(deadline), "canceled": canceled})
 
 
 @bp.post("/tasks/<task_id>/release")
 def release(task_id: str) -> Response:
-    authorize(WORKER)
+    principal = authorize(WORKER)
+    known_query("lease_id")
     body = json_body()
     lease_id = options.text("lease_id", body.get("lease_id") or _lease_id(), max_length=64)
+    _check_queue(principal, options.task_id(task_id))
     return jsonify(mailbox().release(options.task_id(task_id), lease_id).to_doc())
 
 
 @bp.post("/puttaskresult/<task_id>")
 def puttaskresult(task_id: str) -> Response:
-    authorize(WORKER)
+    principal = authorize(WORKER)
+    known_query("lease_id")
     task_id = options.task_id(task_id)
     lease_id = _lease_id()
+    _check_queue(principal, task_id)
     content_type = request.content_type or "application/octet-stream"
     if _is_error_document(content_type):
         if (request.content_length or 0) > MAX_ERROR_DOC:
@@ -133,7 +157,7 @@ def puttaskresult(task_id: str) -> Response:
         model_version = options.text(
             "X-Inferbox-Model-Version", request.headers.get("X-Inferbox-Model-Version")
         )
-        task = mailbox().complete(task_id, lease_id, request.stream, content_type=content_type,
+        task = mailbox().complete(task_id, lease_id, request_body(), content_type=content_type,
                                   model_version=model_version)  # fmt: skip
     return jsonify(task.to_doc())
 
@@ -141,11 +165,14 @@ def puttaskresult(task_id: str) -> Response:
 @bp.post("/puttaskresults")
 def puttaskresults() -> Response:
     """Several results in one request: one multipart/mixed part per task, each recorded alone."""
-    authorize(WORKER)
-    parts = multipart.parse(request.content_type or "", request.get_data(),
+    principal = authorize(WORKER)
+    known_query()
+    parts = multipart.parse(request.content_type or "", request_body().read(),
                             max_parts=K.MAX_TASKS_PER_TAKE)  # fmt: skip
     default_version = request.headers.get("X-Inferbox-Model-Version")
     batch = [_ResultPart.read(part, default_version) for part in parts]  # all checked first
+    for item in batch:
+        _check_queue(principal, item.task_id)
     results = [item.upload() for item in batch if item.error is None]
     completed = iter(mailbox().complete_many(results))
     return jsonify({"results": [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, partial
 from typing import IO, cast
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -15,8 +15,19 @@ from ..auth import CLIENT, Principal
 from ..errors import WebhookRefused
 from ..sources import REFERENCE_TYPE
 from ..task import Task
+from ..web import untrusted
 from ..webhooks import AddressPolicy, delivery_log
-from .common import authorize, box, json_body, mailbox, option, owner_filter, stream_blob
+from .common import (
+    authorize,
+    box,
+    json_body,
+    known_query,
+    mailbox,
+    option,
+    owner_filter,
+    request_body,
+    stream_blob,
+)
 
 bp = Blueprint("tasks", __name__)
 
@@ -26,16 +37,18 @@ RESULT_STATUS = {K.FAILED: 424, K.CANCELED: 409, K.EXPIRED: 410}  # pending -> 2
 @bp.post("/predict")
 def predict() -> Response:
     principal = authorize(CLIENT)
+    known_query("queue", "priority", "max_attempts", "ttl", "webhook", "webhook_events", "wait")
     settings = box().settings
-    queue = options.queue_name(option("queue", "X-Inferbox-Queue") or K.DEFAULT_QUEUE)
-    priority = options.integer("priority", option("priority", "X-Inferbox-Priority"),
-                               default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY)
-    max_attempts = options.integer(
-        "max_attempts", option("max_attempts", "X-Inferbox-Max-Attempts"),
-        default=settings.default_max_attempts, low=1, high=K.MAX_ATTEMPTS_LIMIT,
-    )
-    ttl = options.integer("ttl", option("ttl", "X-Inferbox-Ttl"), default=settings.default_ttl,
-                          low=1, high=K.MAX_TTL)
+    queue = option("queue", "X-Inferbox-Queue",
+                   check=partial(options.queue_name, default=K.DEFAULT_QUEUE))
+    principal.require_queues([queue])
+    priority = option("priority", "X-Inferbox-Priority", check=lambda raw: options.integer(
+        "priority", raw, default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY))  # fmt: skip
+    max_attempts = option("max_attempts", "X-Inferbox-Max-Attempts", check=lambda raw: (
+        options.integer("max_attempts", raw, default=settings.default_max_attempts, low=1,
+                        high=K.MAX_ATTEMPTS_LIMIT)))  # fmt: skip
+    ttl = option("ttl", "X-Inferbox-Ttl", check=lambda raw: options.integer(
+        "ttl", raw, default=settings.default_ttl, low=1, high=K.MAX_TTL))  # fmt: skip
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
     wait = options.wait_seconds(request.args.get("wait"), settings.max_wait)
     webhook_url, webhook_events = _webhook()
@@ -62,7 +75,7 @@ def predict() -> Response:
 def _payload(principal: Principal) -> Iterator[tuple[IO[bytes], str]]:
     """The payload and its type: the request body, or the blob a payload reference names."""
     if request.mimetype != REFERENCE_TYPE:
-        yield request.stream, request.content_type or "application/octet-stream"
+        yield request_body(), request.content_type or "application/octet-stream"
         return
     blob, content_type = box().sources.open(json_body(max_bytes=8 * 1024), principal.owner,
                                             max_bytes=box().settings.max_payload_bytes)
@@ -72,7 +85,7 @@ def _payload(principal: Principal) -> Iterator[tuple[IO[bytes], str]]:
 
 def _webhook() -> tuple[str, tuple[str, ...]]:
     """The submit's webhook URL (checked by the SSRF guard) and events; ("", ()) for none."""
-    url = option("webhook", "X-Inferbox-Webhook")
+    url: str | None = option("webhook", "X-Inferbox-Webhook")
     if not url:
         return "", ()
     events = options.webhook_events(option("webhook_events", "X-Inferbox-Webhook-Events"))
@@ -92,6 +105,7 @@ def _policy(allow: tuple[str, ...]) -> AddressPolicy:
 @bp.get("/tasks/<task_id>")
 def status(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query()
     task = mailbox().task(options.task_id(task_id), owner_filter(principal))
     deliveries = delivery_log(mailbox().queue, task.id) if task.webhook_url else None
     return jsonify(task.to_doc(deliveries))
@@ -100,6 +114,7 @@ def status(task_id: str) -> Response:
 @bp.get("/getresult/<task_id>")
 def getresult(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query("wait")
     wait = options.wait_seconds(request.args.get("wait"), box().settings.max_wait)
     return _outcome_response(mailbox().wait(options.task_id(task_id), owner_filter(principal),
                                             wait))  # fmt: skip
@@ -108,6 +123,7 @@ def getresult(task_id: str) -> Response:
 @bp.post("/tasks/<task_id>/cancel")
 def cancel(task_id: str) -> Response:
     principal = authorize(CLIENT)
+    known_query()
     return jsonify(mailbox().cancel(options.task_id(task_id), owner_filter(principal)).to_doc())
 
 
@@ -127,4 +143,4 @@ def _result_response(task: Task) -> Response:
     response.headers["X-Inferbox-Task-Id"] = task.id
     if task.model_version:
         response.headers["X-Inferbox-Model-Version"] = task.model_version
-    return response
+    return untrusted(response)

@@ -79,9 +79,16 @@ end
 
 local EVENT_OF = {succeeded = 'completed', failed = 'failed', canceled = 'canceled', expired = 'expired'}
 
+-- Every final state goes through here: it starts the retention clock and, for the states that
+-- leave no blob of their own (failed, canceled), asks for a state record in storage.
 local function finish(tk, id, status, error_text)
   redis.call('HSET', tk, 'status', status, 'finished_at', fmt_time(now))
   if error_text then redis.call('HSET', tk, 'error', error_text) end
+  redis.call('ZADD', prefix .. ':finished', fmt_time(now), id)
+  redis.call('ZREM', prefix .. ':ttl', id)
+  if status == 'failed' or status == 'canceled' then
+    redis.call('SADD', prefix .. ':unrecorded', id)
+  end
   redis.call('PUBLISH', events, 'done:' .. id)
   local t = redis.call('HMGET', tk, 'queue', 'created_at')
   count(t[1], status)
@@ -95,6 +102,7 @@ local function requeue(tk, id, queue, error_text)
   redis.call('HSET', tk, 'status', 'queued', 'lease_id', '', 'lease_deadline', '', 'error', error_text,
              'queued_at', fmt_time(now))
   redis.call('ZADD', queue_key(queue), score, id)
+  redis.call('ZADD', prefix .. ':ttl', redis.call('HGET', tk, 'expires_at'), id)
   redis.call('PUBLISH', events, 'queued:' .. queue)
   count(queue, 'redelivered')
 end

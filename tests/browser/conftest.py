@@ -1,14 +1,12 @@
 """A real headless Chromium (Debian's ``chromium``, driven by playwright) against a broker served
 by gunicorn on a loopback port, on the test Redis database.
 
-Screenshots go to ``test-artifacts/`` at the repository root (CI keeps them). Chromium comes from
-``INFERBOX_CHROMIUM`` or ``/usr/bin/chromium``; without it the tests skip, except under
-``CI=true``, where they fail.
+Screenshots go to ``test-artifacts/`` at the repository root (CI keeps them). The ``browser``
+fixture (tests/conftest.py) finds Chromium; without it the tests skip, except under ``CI=true``.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -32,31 +30,6 @@ from tests.integration.conftest import (
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser]
-
-
-def chromium_path() -> str:
-    path = os.environ.get("INFERBOX_CHROMIUM", "/usr/bin/chromium")
-    if not Path(path).exists():
-        message = f"no Chromium at {path}: apt-get install chromium (or set INFERBOX_CHROMIUM)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " — CI=true requires it", pytrace=False)
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture(scope="module")  # closed before tests/compat opens its own playwright
-def browser() -> Iterator[object]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    executable = chromium_path()
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=executable, headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-        )  # fmt: skip
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

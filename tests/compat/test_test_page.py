@@ -7,8 +7,6 @@ The browser is Debian's ``chromium`` (``.ci/run`` installs it), driven by Playwr
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,28 +18,6 @@ from tests.compat.conftest import ADMIN_TOKEN, KEY_PREDICT, V0Broker
 pytestmark = pytest.mark.redis
 
 TIMEOUT_MS = 15_000
-
-
-def chromium_path() -> str | None:
-    candidates = [os.environ.get("CHROMIUM", ""), shutil.which("chromium") or "",
-                  shutil.which("chromium-browser") or ""]  # fmt: skip
-    return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    path = chromium_path()
-    if path is None:
-        message = "no Chromium: apt-get install chromium, or set CHROMIUM"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " — CI=true requires it", pytrace=False)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -81,29 +81,48 @@ class Broker:
                 process.wait()
 
 
-@pytest.fixture
-def broker(real_redis, tmp_path) -> Iterator[Broker]:
+def launch_broker(
+    data: Path, *, cwd: Path = ROOT, embedded: bool = False, **extra: str
+) -> Broker:
+    """A broker process (gunicorn) on a free loopback port, healthy; ``extra`` adds INFERBOX_*
+    variables (``RETENTION="2"`` -> ``INFERBOX_RETENTION=2``). Stop it with ``stop_broker``."""
     port = free_port()
-    data = tmp_path / "data"
-    env = child_env(
-        INFERBOX_REDIS_URL=REDIS_URL, INFERBOX_STORAGE_URL=f"file://{data}",
-        INFERBOX_CLIENT_TOKENS=f"{CLIENT_TOKEN},{OTHER_CLIENT_TOKEN}",
-        INFERBOX_WORKER_TOKENS=WORKER_TOKEN, INFERBOX_ADMIN_TOKENS=ADMIN_TOKEN,
-        INFERBOX_WORKERS="2", INFERBOX_THREADS="32",
-    )  # fmt: skip
+    settings = {
+        "INFERBOX_REDIS_URL": "" if embedded else REDIS_URL,
+        "INFERBOX_STORAGE_URL": f"file://{data}",
+        "INFERBOX_CLIENT_TOKENS": f"{CLIENT_TOKEN},{OTHER_CLIENT_TOKEN}",
+        "INFERBOX_WORKER_TOKENS": WORKER_TOKEN, "INFERBOX_ADMIN_TOKENS": ADMIN_TOKEN,
+        "INFERBOX_WORKERS": "1" if embedded else "2", "INFERBOX_THREADS": "32",
+        **{f"INFERBOX_{name}": value for name, value in extra.items()},
+    }  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "broker.cli", "--port", str(port), "--log-level", "WARNING"],
-        cwd=ROOT, env=env,
+        cwd=cwd, env=child_env(**settings),
     )
     server = Broker(f"http://127.0.0.1:{port}", process, data)
     try:
         wait_until_healthy(server.url, process)
+    except BaseException:
+        stop_broker(server)
+        raise
+    return server
+
+
+def stop_broker(server: Broker, timeout: float = 20) -> None:
+    server.stop_workers()
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture
+def broker(real_redis, tmp_path) -> Iterator[Broker]:
+    server = launch_broker(tmp_path / "data")
+    try:
         yield server
     finally:
-        server.stop_workers()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_broker(server)

@@ -61,3 +61,11 @@ def slow_checksum(payloads: list[bytes]) -> list[dict[str, str]]:
 def slow_each(payload: dict[str, Any]) -> dict[str, Any]:
     """``slow``, called once per task even when the worker takes tasks in batches."""
     return slow(payload)
+
+
+def doomed(payload: dict[str, Any]) -> dict[str, Any]:
+    """Kill the worker process outright for a poison payload (a segfault, the OOM killer...):
+    no error document, no goodbye. Answer for the others."""
+    if payload.get("poison"):
+        os._exit(3)
+    return {"value": payload["value"] * 2}

@@ -100,7 +100,6 @@ def test_the_edge_box_serves_restarts_a_dead_worker_and_stops_cleanly(box):
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # nothing left behind
 
 
-@pytest.mark.xfail(strict=True, reason="needs the index rebuild of the reliability issue")
 @pytest.mark.parametrize("stop", ["sigterm", "power_cut"])
 def test_queued_tasks_survive_a_restart_of_the_whole_box(box, stop):
     data, port = box

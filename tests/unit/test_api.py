@@ -256,11 +256,10 @@ def assert_error(response, status, code):
     [({"queue": "../etc"}, "invalid_queue"), ({"queue": ""}, "invalid_queue"),
      ({"queue": "a" * 65}, "invalid_queue"), ({"priority": "high"}, "invalid_option"),
      ({"priority": "10"}, "invalid_option"), ({"max_attempts": "0"}, "invalid_option"),
-     ({"ttl": "-1"}, "invalid_option")],
+     ({"ttl": "-1"}, "invalid_option"), ({"queue": " "}, "invalid_queue"),
+     ({"priority": ""}, "invalid_option")],
 )  # fmt: skip
 def test_bad_submit_options(http, store, query, code):
-    if query.get("queue") == "":
-        query = {"queue": " "}
     assert_error(http.post("/predict", data=b"x", headers=CLIENT, query_string=query), 400, code)
     assert list(store.list("inbox/")) == []
 

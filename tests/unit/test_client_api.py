@@ -25,6 +25,7 @@ CLIENT_API = {
     "TaskExpired",
     "TaskFailed",
     "TaskTimeout",
+    "TooManyRequests",
 }
 
 
@@ -48,6 +49,7 @@ def test_exception_tree_matches_the_documented_one() -> None:
         errors.Conflict: errors.APIError,
         errors.LeaseLost: errors.Conflict,
         errors.PayloadTooLarge: errors.APIError,
+        errors.TooManyRequests: errors.APIError,
         errors.BrokerUnavailable: errors.APIError,
         errors.TaskError: errors.InferboxError,
         errors.TaskFailed: errors.TaskError,

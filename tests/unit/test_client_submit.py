@@ -19,6 +19,7 @@ from client_sdk import (
     PayloadTooLarge,
     ProtocolError,
     Task,
+    TooManyRequests,
 )
 
 BROKER = "http://broker.test"
@@ -187,3 +188,35 @@ def test_unencodable_payload_raises_before_any_request(broker, client) -> None:
 def test_the_broker_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         Client("broker.test:8000")
+
+
+def test_a_429_is_retried_after_its_retry_after(broker, client, no_sleep) -> None:
+    refused = {"json": {"error": "rate_limited", "message": "slow down", "retry_after": 7},
+               "status": 429, "headers": {"Retry-After": "7"}}  # fmt: skip
+    broker.add(responses.POST, PREDICT, **refused)
+    broker.add(responses.POST, PREDICT, **accepted("T9"))
+    assert client.submit(b"x").id == "T9"
+    no_sleep.assert_called_once_with(7.0)
+    keys = {call.request.headers["Idempotency-Key"] for call in broker.calls}
+    assert len(keys) == 1  # the retry is the same submit
+
+
+def test_a_full_queue_that_stays_full_raises_too_many_requests(broker, no_sleep) -> None:
+    full = {"json": {"error": "queue_full", "message": "queue q is full"}, "status": 429,
+            "headers": {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}}  # a date long past
+    for _ in range(3):
+        broker.add(responses.POST, PREDICT, **full)
+    with Client(BROKER, retries=2) as client, pytest.raises(TooManyRequests) as refused:
+        client.submit(b"x")
+    assert (refused.value.status_code, refused.value.error) == (429, "queue_full")
+    assert refused.value.retry_after == 0.0
+    assert no_sleep.call_count == 2  # a date in the past: the jittered backoff instead
+    assert all(0 < call.args[0] <= 8 for call in no_sleep.call_args_list)
+
+
+def test_a_503_with_retry_after_is_honoured(broker, client, no_sleep) -> None:
+    broker.add(responses.POST, PREDICT, json={"error": "unavailable", "message": "stopping"},
+               status=503, headers={"Retry-After": "2"})
+    broker.add(responses.POST, PREDICT, **accepted("T3"))
+    assert client.submit(b"x").id == "T3"
+    no_sleep.assert_called_once_with(2.0)
