@@ -9,7 +9,7 @@ HTTP into calls of :class:`~broker.mailbox.Mailbox`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -26,6 +26,7 @@ from .mailbox import Backpressure, Mailbox
 from .notify import Notifier
 from .queue import TaskQueue
 from .settings import Settings
+from .sources import PayloadSources
 
 log = logging.getLogger("inferbox.broker")
 
@@ -41,6 +42,7 @@ class Inferbox:
     mailbox: Mailbox
     tokens: TokenTable
     janitor: Janitor  # built here, started by the server (``broker.cli``), never by tests
+    sources: PayloadSources = field(default_factory=PayloadSources)
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
@@ -75,6 +77,8 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["inferbox"] = Inferbox(settings, mailbox, TokenTable.from_settings(settings),
                                           janitor)  # fmt: skip
+    app.extensions["inferbox"].sources = PayloadSources(settings.payload_sources,
+                                                        own_store=settings.storage_url)
 
     for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp, activity.bp, metrics.bp, pages.bp,
                       compat.bp):

@@ -6,7 +6,8 @@
     ├── InvalidRequest           the caller sent something unusable (HTTP 400)
     │   ├── InvalidQueue         a queue name outside the allowed form
     │   ├── InvalidOption        an option out of range or of the wrong type
-    │   └── WebhookRefused       a webhook URL the SSRF guard refuses
+    │   ├── WebhookRefused       a webhook URL the SSRF guard refuses
+    │   └── SourceRefused        a payload URL the broker may not or cannot read
     ├── AuthError                missing or unknown token (401)
     │   └── Forbidden            a known token whose role may not do this (403)
     ├── TaskNotFound             unknown id, or another owner's task (404)
@@ -52,6 +53,10 @@ class InvalidOption(InvalidRequest):
 
 class WebhookRefused(InvalidRequest):
     code = "webhook_refused"
+
+
+class SourceRefused(InvalidRequest):
+    code = "source_refused"
 
 
 class AuthError(BrokerError):

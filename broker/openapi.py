@@ -69,6 +69,10 @@ LEASE_HEADERS = {
     "X-Inferbox-Queue": _string_header("the task's queue"),
     "X-Inferbox-Attempt": _string_header("attempt number, from 1"),
 }
+RESULT_HEADERS = {
+    "X-Inferbox-Task-Id": _string_header("task id"),
+    "X-Inferbox-Model-Version": _string_header("the worker's model version"),
+}
 
 HTML_PAGE = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -143,6 +147,14 @@ SCHEMAS: dict[str, Any] = {
             "webhook_backlog": {"type": "integer"},
         },
     },
+    "PayloadRef": {
+        "type": "object", "required": ["url"],
+        "properties": {"url": {"type": "string", "maxLength": 2048,
+                               "description": "a blob under INFERBOX_PAYLOAD_SOURCES"},
+                       "content_type": {"type": "string",
+                                        "description": "the payload's type (default: the "
+                                                       "blob's, or guessed from its name)"}},
+    },
     "Heartbeat": {
         "type": "object", "required": ["lease_id"],
         "properties": {"lease_id": {**_printable(64), "minLength": 1},
@@ -211,7 +223,9 @@ def _predict() -> dict[str, Any]:
                 "when the SSRF guard forbids its address"),
                ("webhook_events", {"type": "string", "pattern": WEBHOOK_EVENTS},
                 "comma-separated: completed, failed, progress (default completed,failed); "
-                "checked even without webhook, and then unused")]
+                "checked even without webhook, and then unused"),
+               ("wait", {"type": "number", "minimum": 0},
+                "hold the request up to this many seconds and answer as /getresult would")]
     # fmt: skip
     headers = [("Idempotency-Key", _printable(255), "same key, same task")]
     return {"post": {
@@ -221,12 +235,21 @@ def _predict() -> dict[str, Any]:
                        "X-Inferbox-Webhook, X-Inferbox-Webhook-Events.",
         "parameters": [_param(name, "query", schema, text) for name, schema, text in options]
         + [_param(name, "header", schema, text) for name, schema, text in headers],
-        "requestBody": {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "requestBody": {"content": {
+            "application/vnd.inferbox.payload-ref+json": {"schema": _ref("PayloadRef")},
+            "*/*": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": {
-            "202": _json("Task", "queued (or replayed for a known Idempotency-Key)"),
-            "400": _error("bad option or queue name, or a webhook URL the guard refuses"),
+            "200": _binary("with wait: the task succeeded within it; the result bytes", {
+                **RESULT_HEADERS, "Location": _string_header("/tasks/<id>")}),
+            "202": _json("Task", "queued (or replayed for a known Idempotency-Key); with wait: "
+                                 "still queued or running when it ran out"),
+            "400": _error("bad option or queue name, a webhook URL the guard refuses, or a "
+                          "payload reference the broker may not or cannot read"),
             **AUTH_ERRORS,
+            "409": _json("Task", "with wait: canceled meanwhile"),
+            "410": _json("Task", "with wait: expired meanwhile"),
             "413": _error("payload over the limit"),
+            "424": _json("Task", "with wait: failed within it"),
             "429": {**_error("the queue is full or the token submits too fast"),
                     "headers": RETRY_AFTER},
             "503": _error("Redis or storage failed"),
@@ -240,9 +263,7 @@ def _getresult() -> dict[str, Any]:
         "parameters": [TASK_ID, _param("wait", "query", {"type": "number", "minimum": 0},
                                        "long-poll up to this many seconds (capped)")],
         "responses": {
-            "200": _binary("the result, with the worker's Content-Type", {
-                "X-Inferbox-Task-Id": _string_header("task id"),
-                "X-Inferbox-Model-Version": _string_header("the worker's model version")}),
+            "200": _binary("the result, with the worker's Content-Type", RESULT_HEADERS),
             "202": _json("Task", "still queued or running"),
             "400": _error("bad wait"), **AUTH_ERRORS,
             "404": _error("unknown task"), "409": _json("Task", "canceled"),

@@ -34,6 +34,9 @@ INFERBOX_COMPAT_KEYS           comma-separated function keys of the v0 ``/api/*`
                                and a worker token, all owning the same tasks
 INFERBOX_COMPAT_QUEUE          the queue v0 tasks enter and v0 workers take (``default``)
 INFERBOX_COMPAT_LEASE          seconds a v0 worker holds a task; v0 has no heartbeat (60)
+INFERBOX_PAYLOAD_SOURCES       comma-separated storage URLs under which a submit may name its
+                               payload instead of sending it; ``{owner}`` stands for the
+                               caller's owner id (none; see ``broker.sources``)
 INFERBOX_MAX_QUEUE_DEPTH       queued tasks per queue before submits get 429 (0: no limit)
 INFERBOX_SUBMIT_RATE           submits per second per token before 429 (0: no limit)
 INFERBOX_SUBMIT_BURST          submits a token may make at once (0: one second's worth)
@@ -92,6 +95,7 @@ class Settings:
     compat_keys: tuple[str, ...] = ()
     compat_queue: str = K.DEFAULT_QUEUE
     compat_lease: int = K.DEFAULT_LEASE
+    payload_sources: tuple[str, ...] = ()
     max_queue_depth: int = K.DEFAULT_MAX_QUEUE_DEPTH
     submit_rate: float = K.DEFAULT_SUBMIT_RATE
     submit_burst: int = K.DEFAULT_SUBMIT_BURST
@@ -140,6 +144,7 @@ class Settings:
             compat_keys=env.items("COMPAT_KEYS"),
             compat_queue=env.queue("COMPAT_QUEUE", K.DEFAULT_QUEUE),
             compat_lease=env.number("COMPAT_LEASE", K.DEFAULT_LEASE, high=K.MAX_LEASE),
+            payload_sources=env.items("PAYLOAD_SOURCES"),
             max_queue_depth=env.number("MAX_QUEUE_DEPTH", K.DEFAULT_MAX_QUEUE_DEPTH, low=0),
             submit_rate=env.seconds("SUBMIT_RATE", K.DEFAULT_SUBMIT_RATE),
             submit_burst=env.number("SUBMIT_BURST", K.DEFAULT_SUBMIT_BURST, low=0),
@@ -150,7 +155,14 @@ class Settings:
             cors_origins=env.origins("CORS_ORIGINS"),
         )
         settings.check_webhooks()
+        settings.check_sources()
         return settings
+
+    def check_sources(self) -> None:
+        """Raise SettingsError for a payload source that is malformed or covers the store."""
+        from .sources import PayloadSources
+
+        PayloadSources(self.payload_sources, own_store=self.storage_url)
 
     def check_webhooks(self) -> None:
         """Raise SettingsError for a malformed webhook secret or allow-list."""

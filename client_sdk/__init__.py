@@ -10,6 +10,7 @@ Every error is an ``InferboxError``; ``client_sdk.errors`` draws the tree.
 """
 
 from client_sdk.client import Client, Task
+from client_sdk.codec import PayloadRef
 from client_sdk.errors import (
     APIError,
     AuthError,
@@ -39,6 +40,7 @@ __all__ = [
     "InferboxError",
     "LeaseLost",
     "NotFound",
+    "PayloadRef",
     "PayloadTooLarge",
     "ProtocolError",
     "Task",

@@ -1,20 +1,25 @@
-"""A resumable batch job: every file of a folder (or glob) through a queue, one result file each.
+"""A resumable batch job: every input of a folder, glob or storage prefix through a queue, one
+result each, into a folder or a storage prefix (see ``client_sdk.locations``).
 
 ``run_batch`` submits every input not yet done, writes each result as it completes, and keeps a
-journal (``.inferbox-batch.jsonl`` in the output folder) of what was submitted and finished.
-Run it again after an interruption and it picks up where it stopped: finished files are
-skipped, submitted ones are waited for (never submitted again), the rest are submitted. Each
-submit carries an idempotency key derived from the file's path and content, so even a submit
-whose task id never reached the journal (killed in between) names the same task when repeated.
+journal beside the results of what was submitted and finished. Run it again after an
+interruption and it picks up where it stopped: finished inputs are skipped, submitted ones are
+waited for (never submitted again), the rest are submitted. Each submit carries an idempotency
+key derived from the input (a file's path and content; a blob's URL), so even a submit whose
+task id never reached the journal (killed in between) names the same task when repeated.
+
+Inputs under a storage prefix are submitted by reference (``PayloadRef``): the broker reads each
+blob itself, and the bytes never pass through this client. If the broker refuses a reference
+(``source_refused``: the prefix is not among its ``INFERBOX_PAYLOAD_SOURCES``, or it cannot
+read there) the job reads the inputs here and sends their bytes instead for the rest of the run,
+and says so in its report. ``copy=True`` sends the bytes from the start.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import mimetypes
-import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -23,12 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.client import Client
-from client_sdk.errors import TaskError, TaskTimeout
+from client_sdk.errors import BadRequest, TaskError, TaskTimeout
 from client_sdk.http import parse_content_type
+from client_sdk.locations import (
+    JOURNAL,
+    Folder,
+    FolderOutput,
+    Prefix,
+    PrefixOutput,
+    find_inputs,
+    open_inputs,
+    open_output,
+    parse_journal,
+)
 
 __all__ = ["JOURNAL", "BatchReport", "find_inputs", "run_batch"]
 
-JOURNAL = ".inferbox-batch.jsonl"
 _EXTENSIONS = {"application/json": ".json", "application/x-npy": ".npy", "text/plain": ".txt",
                "image/png": ".png", "image/jpeg": ".jpg", "application/octet-stream": ".bin"}
 
@@ -41,6 +56,9 @@ class BatchReport:
     submitted: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # input name -> error
     pending: list[str] = field(default_factory=list)
+    referenced: int = 0  # inputs the broker read from storage itself
+    copied: int = 0  # inputs from storage read here and sent
+    fallback: str = ""  # why references stopped, when the broker refused one
 
     @property
     def ok(self) -> bool:
@@ -50,6 +68,12 @@ class BatchReport:
         lines = [f"{self.total} inputs: {self.done_before + self.done} done "
                  f"({self.done_before} earlier, {self.done} now), {len(self.failed)} failed, "
                  f"{len(self.pending)} pending; {self.submitted} submitted in this run"]
+        if self.referenced or self.copied:
+            lines.append(f"  {self.referenced} by reference (read by the broker from storage), "
+                         f"{self.copied} copied through this client")  # fmt: skip
+        if self.fallback:
+            lines.append(f"  the broker refused a reference, so inputs were copied: "
+                         f"{self.fallback}")  # fmt: skip
         lines += [f"  failed  {name}: {error.splitlines()[0][:200]}"
                   for name, error in sorted(self.failed.items())]  # fmt: skip
         if self.pending:
@@ -57,74 +81,121 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def find_inputs(source: str) -> tuple[Path, list[Path]]:
-    """(base folder, input files): every file under a folder, or the files a glob matches."""
-    root = Path(source)
-    if root.is_dir():
-        files = [p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root))]
-        return root, sorted(files)
-    files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
-    if not files:
-        return root.parent, []
-    base = Path(os.path.commonpath([str(p.parent) for p in files]))
-    return base, files
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
-
-
-class _Journal:
-    """Append-only JSON lines; a torn last line (killed mid-write) is ignored."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    def read(self) -> dict[str, dict[str, Any]]:
-        state: dict[str, dict[str, Any]] = {}
-        if not self.path.exists():
-            return state
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            state.setdefault(entry["file"], {}).update(entry)
-        return state
-
-    def write(self, **entry: Any) -> None:
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as journal:
-            journal.write(line)
-            journal.flush()
-
-
 @dataclass
 class _Item:
-    name: str  # path relative to the base, posix style
-    path: Path
+    name: str  # relative to the source, posix style
     output_stem: str
     attempt: int = 0
     task_id: str | None = None
 
 
+class _Job:
+    """One run: where inputs come from and results go, and how inputs travel."""
+
+    def __init__(self, client: Client, inputs: Folder | Prefix,
+                 output: FolderOutput | PrefixOutput, queue: str, *, copy: bool,
+                 options: dict[str, Any]) -> None:  # fmt: skip
+        self.client, self.inputs, self.output, self.queue = client, inputs, output, queue
+        self.options = options
+        self.by_reference = inputs.remote and not copy
+        self.report = BatchReport(total=len(inputs.names))
+        self._lock = threading.Lock()
+
+    def submit(self, item: _Item) -> None:
+        key = self._idempotency_key(item)
+        while True:
+            by_reference = self.by_reference
+            payload = self.inputs.payload(item.name, by_reference=by_reference)
+            try:
+                task = self.client.submit(payload, queue=self.queue, idempotency_key=key,
+                                          **self.options)  # fmt: skip
+                break
+            except BadRequest as exc:
+                if not (by_reference and exc.error == "source_refused"):
+                    raise
+                self._stop_references(exc)
+        item.task_id = task.id
+        with self._lock:
+            self.report.submitted += 1
+            if self.inputs.remote:
+                if by_reference:
+                    self.report.referenced += 1
+                else:
+                    self.report.copied += 1
+        via = {"via": "reference" if by_reference else "copy"} if self.inputs.remote else {}
+        self.output.journal.write(_line(file=item.name, event="submitted", task_id=task.id,
+                                        attempt=item.attempt, **via))  # fmt: skip
+
+    def _stop_references(self, refusal: BadRequest) -> None:
+        with self._lock:
+            if self.by_reference:
+                self.by_reference = False
+                self.report.fallback = str(refusal)
+
+    def _idempotency_key(self, item: _Item) -> str:
+        identity = self.inputs.identity(item.name)
+        if isinstance(self.inputs, Folder):  # path + content, as the journal format always had
+            name, digest = identity.split("\n")
+            named = hashlib.sha256(f"{self.queue}\n{name}\n{item.attempt}".encode()).hexdigest()
+            return f"inferbox-batch-{named[:24]}-{digest[:24]}"
+        named = hashlib.sha256(f"{self.queue}\n{identity}\n{item.attempt}".encode()).hexdigest()
+        return f"inferbox-batch-{named[:48]}"
+
+    def finish(self, item: _Item, timeout: float | None) -> tuple[str, str, str]:
+        """Wait for one task and write its result: (name, done|failed|pending, detail)."""
+        assert item.task_id is not None
+        journal = self.output.journal
+        try:
+            body, content_type = self.client.task(item.task_id).result(timeout, raw=True)
+        except TaskTimeout:
+            return item.name, "pending", ""
+        except TaskError as exc:
+            error = str(exc.doc.get("error") or exc)
+            journal.write(_line(file=item.name, event="failed", task_id=item.task_id,
+                                error=error, attempt=item.attempt))  # fmt: skip
+            return item.name, "failed", error
+        output = f"{item.output_stem}{extension_for(content_type)}"
+        self.output.write(output, body, content_type)
+        journal.write(_line(file=item.name, event="done", task_id=item.task_id, output=output,
+                            attempt=item.attempt))  # fmt: skip
+        return item.name, "done", output
+
+
 def run_batch(
-    client: Client, source: str, out_dir: Path, *, queue: str, concurrency: int = 16,
+    client: Client, source: str, out: str | Path, *, queue: str, concurrency: int = 16,
     timeout: float | None = None, retry_failed: bool = False, progress: bool = True,
-    **options: Any,
+    copy: bool = False, **options: Any,
 ) -> BatchReport:  # fmt: skip
     """Run the batch job (see the module docstring); returns what happened."""
-    base, files = find_inputs(source)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    journal = _Journal(out_dir / JOURNAL)
-    state = journal.read()
-    report = BatchReport(total=len(files))
-    todo = []
-    for item in _items(base, files):
+    inputs = open_inputs(source, str(out))
+    output = open_output(out)
+    job = _Job(client, inputs, output, queue, copy=copy, options=options)
+    todo = _todo(job, parse_journal(output.journal.read()), retry_failed)
+    bar = _bar(job.report, enabled=progress)
+    try:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="inferbox-batch") as pool:
+            fresh = [item for item in todo if not item.task_id]
+            for submitted in as_completed([pool.submit(job.submit, item) for item in fresh]):
+                submitted.result()
+            waits = [pool.submit(job.finish, item, timeout) for item in todo if item.task_id]
+            for finished in as_completed(waits):
+                _tally(finished.result(), job.report)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        output.journal.close()
+        if bar is not None:
+            bar.close()
+    return job.report
+
+
+def _todo(job: _Job, state: dict[str, dict[str, Any]], retry_failed: bool) -> list[_Item]:
+    """The inputs this run still has to submit or wait for; counts the others."""
+    report, todo = job.report, []
+    for item in _items(job.inputs.names):
         entry = state.get(item.name, {})
         item.attempt = int(entry.get("attempt", 0))
-        if entry.get("event") == "done" and (out_dir / entry["output"]).is_file():
+        if entry.get("event") == "done" and job.output.exists(entry["output"]):
             report.done_before += 1
         elif entry.get("event") == "failed" and not retry_failed:
             report.failed[item.name] = entry.get("error", "failed")
@@ -134,77 +205,18 @@ def run_batch(
             else:
                 item.task_id = entry.get("task_id")
             todo.append(item)
-    bar = _bar(report, enabled=progress)
-    try:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="inferbox-batch") as pool:
-            _submit_all(pool, client, todo, journal, queue, report, options)
-            waits = [pool.submit(_finish, client, item, out_dir, journal, timeout)
-                     for item in todo if item.task_id]  # fmt: skip
-            for future in as_completed(waits):
-                _tally(future.result(), report)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return report
+    return todo
 
 
-def _items(base: Path, files: list[Path]) -> Iterator[_Item]:
-    names = [p.relative_to(base).as_posix() for p in files]
+def _items(names: list[str]) -> Iterator[_Item]:
     stems = [str(Path(name).with_suffix("")) for name in names]
     shared = {stem for stem in stems if stems.count(stem) > 1}
-    for path, name, stem in zip(files, names, stems, strict=True):
-        yield _Item(name, path, name if stem in shared else stem)
+    for name, stem in zip(names, stems, strict=True):
+        yield _Item(name, name if stem in shared else stem)
 
 
-def _submit_all(
-    pool: ThreadPoolExecutor, client: Client, todo: list[_Item], journal: _Journal, queue: str,
-    report: BatchReport, options: dict[str, Any],
-) -> None:  # fmt: skip
-    def submit(item: _Item) -> None:
-        key = _idempotency_key(item, queue)
-        item.task_id = client.submit(item.path, queue=queue, idempotency_key=key, **options).id
-        journal.write(file=item.name, event="submitted", task_id=item.task_id,
-                      attempt=item.attempt)  # fmt: skip
-
-    fresh = [item for item in todo if not item.task_id]
-    for future in as_completed([pool.submit(submit, item) for item in fresh]):
-        future.result()
-    report.submitted = len(fresh)
-
-
-def _idempotency_key(item: _Item, queue: str) -> str:
-    digest = hashlib.sha256(item.path.read_bytes()).hexdigest()
-    name = hashlib.sha256(f"{queue}\n{item.name}\n{item.attempt}".encode()).hexdigest()
-    return f"inferbox-batch-{name[:24]}-{digest[:24]}"
-
-
-def _finish(
-    client: Client, item: _Item, out_dir: Path, journal: _Journal, timeout: float | None
-) -> tuple[str, str, str]:
-    """Wait for one task and write its result: (name, done|failed|pending, detail)."""
-    assert item.task_id is not None
-    task = client.task(item.task_id)
-    try:
-        body, content_type = task.result(timeout, raw=True)
-    except TaskTimeout:
-        return item.name, "pending", ""
-    except TaskError as exc:
-        error = str(exc.doc.get("error") or exc)
-        journal.write(file=item.name, event="failed", task_id=item.task_id, error=error,
-                      attempt=item.attempt)  # fmt: skip
-        return item.name, "failed", error
-    extension = extension_for(content_type)
-    output = f"{item.output_stem}{extension}"
-    target = out_dir / output
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(body)
-    os.replace(temporary, target)
-    journal.write(file=item.name, event="done", task_id=item.task_id, output=output,
-                  attempt=item.attempt)  # fmt: skip
-    return item.name, "done", output
+def _line(**entry: Any) -> str:
+    return json.dumps(entry, ensure_ascii=False)
 
 
 def extension_for(content_type: str) -> str:

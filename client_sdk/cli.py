@@ -6,6 +6,7 @@
     inferbox status <task_id>
     inferbox result <task_id> -o mask.png
     inferbox batch 'scans/**/*.png' -o masks/ --queue segment
+    inferbox batch s3://bucket/scans/ -o s3://bucket/masks/ --queue segment
 
 ``--broker`` and ``--token`` default to ``INFERBOX_BROKER_URL`` and ``INFERBOX_TOKEN``.
 """
@@ -54,14 +55,20 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     result.add_argument("task_id")
     result.add_argument("-o", "--out", type=Path, help="write the result bytes to this file")
 
-    batch = commands.add_parser("batch", help="every file of a folder or glob, resumable")
-    batch.add_argument("source", help="a folder, or a glob such as 'scans/**/*.png'")
-    batch.add_argument("-o", "--out", type=Path, required=True, help="folder for the results")
+    batch = commands.add_parser("batch", help="every input of a folder, glob or storage "
+                                "prefix, resumable")  # fmt: skip
+    batch.add_argument("source", help="a folder, a glob such as 'scans/**/*.png', or a storage "
+                       "prefix (s3://bucket/in/, az://container/in/, file:///data/in/)")
+    batch.add_argument("-o", "--out", required=True,
+                       help="folder or storage prefix for the results")
     _task_options(batch)
     batch.add_argument("--concurrency", type=int, default=16, help="tasks in flight (16)")
     batch.add_argument("--retry-failed", action="store_true",
                        help="submit the inputs that failed in an earlier run again")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    batch.add_argument("--copy", action="store_true",
+                       help="read storage inputs here and send their bytes, instead of naming "
+                       "them for the broker to read (the default, where it may)")
     return parser
 
 
@@ -140,7 +147,7 @@ def _batch(client: Client, args: argparse.Namespace) -> int:
     report = run_batch(client, args.source, args.out, queue=args.queue,
                        concurrency=args.concurrency, timeout=args.timeout,
                        retry_failed=args.retry_failed, progress=not args.no_progress,
-                       **_options(args))  # fmt: skip
+                       copy=args.copy, **_options(args))  # fmt: skip
     print(report.summary())
     return 0 if report.ok else _EXIT_FAILED
 

@@ -108,6 +108,7 @@ class Client:
         max_attempts: int | None = None,
         ttl: int | None = None,
         idempotency_key: str | None = None,
+        wait: float | None = None,
     ) -> Task:
         """Queue ``payload`` for the workers of ``queue`` and return its ``Task``.
 
@@ -124,6 +125,11 @@ class Client:
         after the ``Retry-After`` the broker sent, as is a 503 that sends one. Raises
         ``BadRequest`` for an invalid option, ``PayloadTooLarge``, ``AuthError``, or
         ``TooManyRequests`` / ``BrokerUnavailable`` once ``retries`` run out.
+
+        ``wait`` (seconds, at most ``MAX_WAIT``) makes it the synchronous form
+        (``POST /predict?wait=``): the broker holds the request until the task ends or the wait
+        runs out. A task that ended meanwhile comes back with its outcome in hand, so
+        ``result()`` answers (or raises) without another request.
         """
         body, default_type = encode(payload)
         headers = {
@@ -133,14 +139,24 @@ class Client:
         options = {"priority": priority, "max_attempts": max_attempts, "ttl": ttl}
         params: dict[str, Any] = {"queue": queue}
         params.update({name: value for name, value in options.items() if value is not None})
-        document = json_document(self._post_predict(body, headers, params))
+        hold = 0.0 if wait is None else round(min(MAX_WAIT, max(0.0, wait)), 3)
+        if hold:
+            params["wait"] = hold
+        response = self._post_predict(body, headers, params, hold)
+        if response.status_code != 202:  # the synchronous form's outcome: the task has ended
+            ended = response.headers.get("X-Inferbox-Task-Id") or ""
+            if not ended:
+                raise ProtocolError("the broker answered the submit without a task id")
+            outcome_doc = _status_document(response) if response.status_code != 200 else None
+            return Task(self, ended, outcome_doc, outcome=response)
+        document = json_document(response)
         task_id = document.get("task_id")
         if not isinstance(task_id, str) or not task_id:
             raise ProtocolError("the broker accepted the task but sent no task_id")
         return Task(self, task_id, document)
 
     def _post_predict(
-        self, body: bytes, headers: dict[str, str], params: dict[str, Any]
+        self, body: bytes, headers: dict[str, str], params: dict[str, Any], wait: float = 0.0
     ) -> requests.Response:
         backoff = Backoff(base=0.5, cap=8.0)
         while True:
@@ -152,9 +168,10 @@ class Client:
                     params=params,
                     headers=headers,
                     data=body,
-                    timeout=self.timeout,
+                    timeout=self.timeout + wait,
                 )
-                raise_for_error(response)
+                if not (wait and _is_outcome(response)):
+                    raise_for_error(response)
                 return response
             except (BrokerUnavailable, TooManyRequests) as exc:
                 if backoff.attempts >= self.retries or not _worth_retrying(exc):
@@ -191,9 +208,19 @@ class Client:
         self, payload: Any, *, queue: str = "default", timeout: float | None = None,
         image: ImageAs = "bytes", **options: Any,
     ) -> Any:  # fmt: skip
-        """``submit`` then ``result``: the decoded result of ``payload``, waiting up to
-        ``timeout`` seconds. ``options`` are those of ``submit``."""
-        return self.submit(payload, queue=queue, **options).result(timeout, image=image)
+        """The decoded result of ``payload``, waiting up to ``timeout`` seconds (``None``: as
+        long as it takes). One request when the worker answers within ``MAX_WAIT`` seconds
+        (``POST /predict?wait=``), long polls by id after that. Raises like ``result``;
+        ``options`` are those of ``submit``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        task = self.submit(payload, queue=queue, wait=MAX_WAIT if timeout is None else timeout,
+                           **options)  # fmt: skip
+        if deadline is not None and not task.finished and time.monotonic() >= deadline:
+            status = (task._document or {}).get("status", "unfinished")
+            message = f"task {task.id} is still {status} after {timeout} s"
+            raise TaskTimeout(message, task_id=task.id, doc=task._document or {})
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return task.result(remaining, image=image)
 
     def map(
         self, payloads: Iterable[Any], *, queue: str = "default", concurrency: int = 16,
@@ -205,13 +232,14 @@ class Client:
         Payloads are read lazily, so the input may be a generator of any length. A task that
         fails raises its ``TaskError`` when its turn comes (``return_exceptions=True`` yields
         the exception instead and goes on). ``progress`` shows a tqdm bar. ``timeout`` applies
-        to each result; ``options`` are those of ``submit``.
+        to each result; ``options`` are those of ``submit``. Each task is one ``predict``: one
+        request when its worker answers within ``MAX_WAIT`` seconds.
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
 
         def one(payload: Any) -> Any:
-            return self.submit(payload, queue=queue, **options).result(timeout, image=image)
+            return self.predict(payload, queue=queue, timeout=timeout, image=image, **options)
 
         bar = _progress_bar(payloads, enabled=progress)
         pending: deque[Future[Any]] = deque()
@@ -245,13 +273,18 @@ class Client:
         ``TaskExpired`` for those outcomes, ``TaskTimeout`` when the time runs out first (the
         task goes on), ``NotFound`` for an unknown id.
         """
+        return _final_outcome(task_id, self._await_outcome(task_id, timeout), image=image,
+                              raw=raw)  # fmt: skip
+
+    def _await_outcome(self, task_id: str, timeout: float | None) -> requests.Response:
+        """The first answer of ``GET /getresult`` that is not ``202``, long-polling for it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = _wait_seconds(deadline)
             asked_at = time.monotonic()
             response = self._get_result(task_id, wait)
             if response.status_code != 202:
-                return _final_outcome(task_id, response, image=image, raw=raw)
+                return response
             document = json_document(response)
             if deadline is not None and time.monotonic() >= deadline:
                 status = document.get("status", "unfinished")
@@ -273,11 +306,13 @@ class Task:
     """A handle on one task. Its methods ask the broker through the ``Client`` that made it."""
 
     def __init__(
-        self, client: Client, task_id: str, document: dict[str, Any] | None = None
-    ) -> None:
+        self, client: Client, task_id: str, document: dict[str, Any] | None = None, *,
+        outcome: requests.Response | None = None,
+    ) -> None:  # fmt: skip
         self._client = client
         self._id = task_id
         self._document = document
+        self._final = outcome  # the final answer, once known: final answers never change
 
     def __repr__(self) -> str:
         return f"Task({self._id!r})"
@@ -302,11 +337,31 @@ class Task:
         """The task's current status: queued, running, succeeded, failed, canceled, expired."""
         return str(self.info().get("status", ""))
 
+    @property
+    def finished(self) -> bool:
+        """Whether this handle already holds the task's outcome (no request is made)."""
+        return self._final is not None
+
+    @property
+    def model_version(self) -> str | None:
+        """The model version the worker declared with the result, once this handle has seen
+        the result or a status document that names it; else ``None``."""
+        if self._final is not None and self._final.status_code == 200:
+            return self._final.headers.get("X-Inferbox-Model-Version") or None
+        return (self._document or {}).get("model_version") or None
+
     def result(
         self, timeout: float | None = None, *, image: ImageAs = "bytes", raw: bool = False
     ) -> Any:
-        """The decoded result, waiting up to ``timeout`` seconds; see ``Client.result``."""
-        return self._client.result(self._id, timeout, image=image, raw=raw)
+        """The decoded result, waiting up to ``timeout`` seconds; see ``Client.result``.
+
+        The outcome is kept once known: asking again makes no request."""
+        response = self._final  # (a Response is falsy for 4xx: compare with None)
+        if response is None:
+            response = self._client._await_outcome(self._id, timeout)
+        if _is_outcome(response):
+            self._final = response
+        return _final_outcome(self._id, response, image=image, raw=raw)
 
     def cancel(self) -> dict[str, Any]:
         """Cancel the task and return its status document; see ``Client.cancel``."""
@@ -334,6 +389,13 @@ def _pace(elapsed: float, wait: int, deadline: float | None) -> None:
     if deadline is not None:
         pause = min(pause, max(0.0, deadline - time.monotonic()))
     time.sleep(pause)
+
+
+def _is_outcome(response: requests.Response) -> bool:
+    """A final answer of a task: its result, or the status document of how it ended."""
+    if response.status_code == 200:
+        return True
+    return response.status_code in _OUTCOME_ERRORS and _status_document(response) is not None
 
 
 def _status_document(response: requests.Response) -> dict[str, Any] | None:

@@ -15,6 +15,8 @@ Python value                                Content-Type
 ``dict``, ``list``, ``tuple``, ``int``,     ``application/json``
 ``float``, ``bool``, ``None``, numpy scalar
 ``Encoded(body, content_type)``             sent as it is, with its own type
+``PayloadRef(url)``                         the blob's URL, for the broker to read
+                                            (``application/vnd.inferbox.payload-ref+json``)
 a file path (``pathlib.Path``)              the file's bytes, typed by its extension
 =========================================== ======================================
 
@@ -47,8 +49,10 @@ __all__ = [
     "NPY",
     "PNG",
     "TEXT",
+    "REFERENCE",
     "Encoded",
     "ImageAs",
+    "PayloadRef",
     "decode",
     "dump_json",
     "encode",
@@ -63,6 +67,7 @@ BINARY = "application/octet-stream"
 NPY = "application/x-npy"
 PNG = "image/png"
 JPEG = "image/jpeg"
+REFERENCE = "application/vnd.inferbox.payload-ref+json"
 _IMAGE_FORMATS = {PNG: "PNG", JPEG: "JPEG"}
 _EXTRA_TYPES = {".npy": NPY, ".json": JSON, ".webp": "image/webp"}
 
@@ -77,6 +82,24 @@ class Encoded(NamedTuple):
 
     body: bytes
     content_type: str
+
+
+class PayloadRef(NamedTuple):
+    """A payload already in blob storage, named by its URL (``s3://bucket/in/cat.png``).
+
+    Submitted, only the URL travels: the broker reads the blob itself and copies it into the
+    task, if its ``INFERBOX_PAYLOAD_SOURCES`` let this token name it (else ``BadRequest`` with
+    ``error == "source_refused"``). ``content_type`` overrides the blob's own type.
+    """
+
+    url: str
+    content_type: str | None = None
+
+    def encoded(self) -> Encoded:
+        fields = {"url": self.url}
+        if self.content_type:
+            fields["content_type"] = self.content_type
+        return Encoded(dump_json(fields), REFERENCE)
 
 
 def _numpy() -> Any:
@@ -157,6 +180,8 @@ def encode(value: Any, *, array_type: str | None = None) -> Encoded:
     """
     if isinstance(value, Encoded):
         return value
+    if isinstance(value, PayloadRef):
+        return value.encoded()
     if isinstance(value, (bytes, bytearray, memoryview)):
         return Encoded(bytes(value), BINARY)
     if isinstance(value, str):

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache, partial
+from typing import IO, cast
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import keys as K
 from .. import options
-from ..auth import CLIENT
+from ..auth import CLIENT, Principal
 from ..errors import WebhookRefused
+from ..sources import REFERENCE_TYPE
 from ..task import Task
 from ..web import untrusted
 from ..webhooks import AddressPolicy, delivery_log
 from .common import (
     authorize,
     box,
+    json_body,
     known_query,
     mailbox,
     option,
@@ -32,7 +37,7 @@ RESULT_STATUS = {K.FAILED: 424, K.CANCELED: 409, K.EXPIRED: 410}  # pending -> 2
 @bp.post("/predict")
 def predict() -> Response:
     principal = authorize(CLIENT)
-    known_query("queue", "priority", "max_attempts", "ttl", "webhook", "webhook_events")
+    known_query("queue", "priority", "max_attempts", "ttl", "webhook", "webhook_events", "wait")
     settings = box().settings
     queue = option("queue", "X-Inferbox-Queue",
                    check=partial(options.queue_name, default=K.DEFAULT_QUEUE))
@@ -45,19 +50,37 @@ def predict() -> Response:
     ttl = option("ttl", "X-Inferbox-Ttl", check=lambda raw: options.integer(
         "ttl", raw, default=settings.default_ttl, low=1, high=K.MAX_TTL))  # fmt: skip
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
+    wait = options.wait_seconds(request.args.get("wait"), settings.max_wait)
     webhook_url, webhook_events = _webhook()
-    task, created = mailbox().submit(
-        request_body(), content_type=request.content_type or "application/octet-stream",
-        queue=queue, owner=principal.owner, priority=priority, max_attempts=max_attempts,
-        ttl=ttl, idempotency_key=idempotency_key or None, webhook_url=webhook_url,
-        webhook_events=webhook_events,
-    )  # fmt: skip
-    response = jsonify(task.to_doc())
-    response.status_code = 202
+    with _payload(principal) as (body, content_type):
+        task, created = mailbox().submit(
+            body, content_type=content_type, queue=queue, owner=principal.owner,
+            priority=priority, max_attempts=max_attempts, ttl=ttl,
+            idempotency_key=idempotency_key or None, webhook_url=webhook_url,
+            webhook_events=webhook_events,
+        )  # fmt: skip
+    if wait > 0:  # the synchronous form: answer as /getresult would once the wait is over
+        response = _outcome_response(mailbox().wait(task.id, owner_filter(principal), wait))
+    else:
+        response = jsonify(task.to_doc())
+        response.status_code = 202
     response.headers["Location"] = url_for("tasks.status", task_id=task.id)
+    response.headers["X-Inferbox-Task-Id"] = task.id
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+@contextmanager
+def _payload(principal: Principal) -> Iterator[tuple[IO[bytes], str]]:
+    """The payload and its type: the request body, or the blob a payload reference names."""
+    if request.mimetype != REFERENCE_TYPE:
+        yield request_body(), request.content_type or "application/octet-stream"
+        return
+    blob, content_type = box().sources.open(json_body(max_bytes=8 * 1024), principal.owner,
+                                            max_bytes=box().settings.max_payload_bytes)
+    with blob:
+        yield cast(IO[bytes], blob), content_type  # a Blob reads like one: read(n) until b""
 
 
 def _webhook() -> tuple[str, tuple[str, ...]]:
@@ -95,12 +118,8 @@ def getresult(task_id: str) -> Response:
     principal = authorize(CLIENT)
     known_query("wait")
     wait = options.wait_seconds(request.args.get("wait"), box().settings.max_wait)
-    task = mailbox().wait(options.task_id(task_id), owner_filter(principal), wait)
-    if task.status == K.SUCCEEDED:
-        return _result_response(task)
-    response = jsonify(task.to_doc())
-    response.status_code = RESULT_STATUS.get(task.status, 202)
-    return response
+    return _outcome_response(mailbox().wait(options.task_id(task_id), owner_filter(principal),
+                                            wait))  # fmt: skip
 
 
 @bp.post("/tasks/<task_id>/cancel")
@@ -108,6 +127,15 @@ def cancel(task_id: str) -> Response:
     principal = authorize(CLIENT)
     known_query()
     return jsonify(mailbox().cancel(options.task_id(task_id), owner_filter(principal)).to_doc())
+
+
+def _outcome_response(task: Task) -> Response:
+    """The result of a succeeded task; else its status document with the status's code."""
+    if task.status == K.SUCCEEDED:
+        return _result_response(task)
+    response = jsonify(task.to_doc())
+    response.status_code = RESULT_STATUS.get(task.status, 202)
+    return response
 
 
 def _result_response(task: Task) -> Response:

@@ -16,6 +16,7 @@ CLIENT_API = {
     "InferboxError",
     "LeaseLost",
     "NotFound",
+    "PayloadRef",
     "PayloadTooLarge",
     "ProtocolError",
     "Task",

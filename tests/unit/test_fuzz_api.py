@@ -67,7 +67,10 @@ def checks_left_out(case) -> list:
     # Whether a webhook URL is accepted depends on the broker's SSRF guard (its allow-list and the
     # address the URL names), which no schema can state: such a submit may be a 400
     # webhook_refused although the spec's types allow it. Everything else is still checked.
-    if case.query and "webhook" in case.query:
+    # The same holds for a payload reference, which names a blob the broker may not be allowed to
+    # read (INFERBOX_PAYLOAD_SOURCES).
+    if (case.query and "webhook" in case.query) or (
+            case.media_type == "application/vnd.inferbox.payload-ref+json"):
         left_out.append(positive_data_acceptance)
     # OpenAPI 3.1 cannot describe multipart/mixed framing (a boundary, unnamed parts with headers
     # of their own), so the spec declares the body as bytes, and schemathesis sends bytes with no

@@ -1,0 +1,1 @@
+"""A Flask app that serves a model it never imports: its requests go through the broker."""
