@@ -34,8 +34,10 @@ STATUS_OF = (  # most specific first
 )
 UNTRUSTED_CSP = "sandbox; default-src 'none'"
 HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; object-src 'none'; "
-    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    # img-src blob: lets the "try it" page show an image result it fetched (with the token) and
+    # turned into an object URL itself; nothing else loads from blob: or elsewhere.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; img-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",

@@ -5,6 +5,7 @@ shows the queues, the worker and a failure. Screenshots land in test-artifacts/.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 
@@ -14,6 +15,11 @@ import requests
 from tests.integration.conftest import ADMIN_TOKEN, CLIENT_TOKEN, WORKER_TOKEN, Broker
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser]
+expect = pytest.importorskip("playwright.sync_api").expect
+
+# Waits use locator assertions: they run outside the page, so its Content-Security-Policy (no
+# eval) does not stop them, as it stops page.wait_for_function.
+WAIT_MS = 30_000
 
 
 def png(width: int, height: int, pixel) -> bytes:
@@ -47,7 +53,7 @@ def test_submit_json_and_see_the_result(page, screenshot, web_broker: Broker):
     shown = json.loads(page.text_content("#result-body pre"))
     assert shown == {"kind": "dict", "echo": {"text": "hello from the browser"}}
     assert "\n  " in page.text_content("#result-body pre")  # pretty-printed
-    page.wait_for_function("document.getElementById('task-model').textContent === 'echo-1.0'")
+    expect(page.locator("#task-model")).to_have_text("echo-1.0", timeout=WAIT_MS)
     assert page.text_content("#task-status") == "succeeded"
     assert page.text_content("#task-worker") == "web-worker"
     assert page.text_content("#result-type").startswith("application/json")
@@ -63,8 +69,9 @@ def test_submit_an_image_and_see_the_image_result(page, screenshot, web_broker: 
     page.check('input[name="kind"][value="file"]')
     page.set_input_files("#file", str(path))
     page.click("#submit")
-    page.wait_for_function("document.getElementById('task-id').textContent.length === 22")
-    page.wait_for_function("document.getElementById('task-status').textContent === 'queued'")
+    expect(page.locator("#task-id")).to_have_text(re.compile(r"^[A-Za-z0-9_-]{22}$"),
+                                                  timeout=WAIT_MS)
+    expect(page.locator("#task-status")).to_have_text("queued", timeout=WAIT_MS)
     # Act as an image model: take the task, check the bytes, post an image back.
     taken = requests.post(f"{web_broker.url}/getnexttask", params={"queue": "web-images",
                           "wait": 10, "worker_id": "image-model"},
@@ -77,8 +84,7 @@ def test_submit_an_image_and_see_the_image_result(page, screenshot, web_broker: 
                          json={"progress": {"fraction": 0.5, "message": "inverting"}},
                          headers=worker, timeout=10)  # fmt: skip
     assert beat.status_code == 200
-    page.wait_for_function(
-        "document.getElementById('task-progress-text').textContent === '50 % · inverting'")
+    expect(page.locator("#task-progress-text")).to_have_text("50 % · inverting", timeout=WAIT_MS)
     assert page.text_content("#task-status") == "running"
     screenshot("try-it-progress")
     inverted = png(16, 16, lambda x, y: (255 - x * 16, 255 - y * 16, 127))
@@ -88,7 +94,8 @@ def test_submit_an_image_and_see_the_image_result(page, screenshot, web_broker: 
                  "X-Inferbox-Lease-Id": taken.headers["X-Inferbox-Lease-Id"]}, timeout=10)
     assert posted.status_code == 200
     page.wait_for_selector("#result-body img")
-    page.wait_for_function("document.querySelector('#result-body img').naturalWidth === 16")
+    expect(page.locator("#result-body img")).to_have_js_property("naturalWidth", 16,
+                                                                 timeout=WAIT_MS)
     assert page.text_content("#task-status") == "succeeded"
     screenshot("try-it-image")
 
@@ -127,7 +134,7 @@ def test_dashboard_shows_queues_workers_and_failures(page, screenshot, web_broke
     assert failure[1] == bad and failure[5] == "failed" and "poison pill" in failure[6]
     page.wait_for_timeout(2500)  # it refreshes by itself: the "updated" time moves on
     first = page.text_content("#updated")
-    page.wait_for_function(f"document.getElementById('updated').textContent !== {first!r}")
+    expect(page.locator("#updated")).not_to_have_text(first or "", timeout=WAIT_MS)
     screenshot("dashboard")
 
 
