@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/worker_batching.py [--tasks 1000] [--redis-url redis://...]
 
+(``python -m benchmarks.run`` calls ``run_all`` for its section 3.)
+
 The model is a stand-in for a GPU: each call costs 20 ms whatever the batch size. For each
 configuration the queue is filled with the same ``--tasks`` small JSON tasks first, then one
 worker (in this process) drains it; the broker is a separate gunicorn process on a loopback
@@ -86,6 +88,26 @@ def measure(url: str, batch_size: int, pipeline: bool, count: int) -> tuple[floa
     return count / elapsed, stats.busy_fraction
 
 
+def run_all(
+    redis_url: str | None, storage: str, tasks: int
+) -> list[tuple[int, bool, float, float]]:
+    """Start a broker (``storage``: ``memory`` or ``file``; a ``redis_url`` is flushed), measure
+    every configuration of ``CONFIGS`` with ``tasks`` tasks, stop the broker. Rows of (batch
+    size, pipelining, tasks/s, model busy fraction)."""
+    with tempfile.TemporaryDirectory() as data:
+        storage_url = "memory://" if storage == "memory" else Path(data).as_uri()
+        if redis_url:
+            import redis
+
+            redis.Redis.from_url(redis_url).flushdb()
+        url, broker = start_broker(redis_url, storage_url)
+        try:
+            return [(b, p, *measure(url, b, p, tasks)) for b, p in CONFIGS]
+        finally:
+            broker.send_signal(signal.SIGTERM)
+            broker.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
@@ -93,18 +115,7 @@ def main() -> None:
                         help="a Redis to use (flushed!); default: the embedded one")
     parser.add_argument("--storage", choices=["memory", "file"], default="memory")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as data:
-        storage = "memory://" if args.storage == "memory" else Path(data).as_uri()
-        if args.redis_url:
-            import redis
-
-            redis.Redis.from_url(args.redis_url).flushdb()
-        url, broker = start_broker(args.redis_url, storage)
-        try:
-            rows = [(b, p, *measure(url, b, p, args.tasks)) for b, p in CONFIGS]
-        finally:
-            broker.send_signal(signal.SIGTERM)
-            broker.wait(timeout=30)
+    rows = run_all(args.redis_url, args.storage, args.tasks)
     baseline = next(rate for b, p, rate, _ in rows if (b, p) == (1, True))
     print(f"{args.tasks} tasks per run, model {MODEL_SECONDS * 1000:.0f} ms per call, "
           f"storage {args.storage}, redis {'real' if args.redis_url else 'embedded'}")

@@ -1,0 +1,183 @@
+"""Sections 1 and 2: end-to-end throughput and sequential latency of every system.
+
+Each system is started once (``benchmarks.systems``), warmed up, timed for throughput with
+``CLIENT_THREADS`` client threads, then for latency with one thread, and stopped. The
+latency floor is measured against ``benchmarks.floor`` served with the broker's gunicorn
+settings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks import floor, procs, systems
+from benchmarks.config import CLIENT_THREADS, WORKER_PROCESSES, Sizes
+from benchmarks.report import Check, Section, fmt, ratio
+from benchmarks.stats import CpuMeter, percentile
+
+CELERY, RQ_FORK, RQ_SIMPLE = "Celery (prefork)", "RQ Worker (fork)", "RQ SimpleWorker"
+ONE_PER_TASK, PREDICT = "inferbox submit + result", "inferbox predict?wait"
+HOPS = {ONE_PER_TASK: 4, PREDICT: 3}  # HTTP exchanges on a task's critical path
+
+
+@dataclass
+class Throughput:
+    name: str
+    tasks: int
+    seconds: float
+    cpu: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.tasks / self.seconds if self.seconds else math.nan
+
+    @property
+    def cpu_per_task_ms(self) -> float:
+        return 1000 * sum(self.cpu.values()) / self.tasks
+
+
+@dataclass
+class Latency:
+    name: str
+    seconds: list[float] = field(default_factory=list)
+
+    def p(self, fraction: float) -> float:
+        return 1000 * percentile(self.seconds, fraction)
+
+
+def payloads(count: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Small JSON payloads, each different."""
+    return [{"i": offset + i, "text": "hello"} for i in range(count)]
+
+
+def measure_throughput(driver: systems.Driver, sizes: Sizes) -> Throughput:
+    meter = CpuMeter(driver.pids, systems.redis_client())
+    work = payloads(sizes.throughput_tasks)
+    _run(driver, payloads(sizes.warmup_tasks, offset=10**6))
+    meter.start()
+    started = time.perf_counter()
+    results = _run(driver, work)
+    elapsed = time.perf_counter() - started
+    cpu = meter.stop()
+    if results != work:
+        raise AssertionError(f"{driver.name}: results differ from the payloads")
+    return Throughput(driver.name, len(work), elapsed, cpu)
+
+
+def _run(driver: systems.Driver, work: list[Any]) -> list[Any]:
+    if driver.bulk is not None:
+        return driver.bulk(work)
+    return systems.run_threads(driver.caller, work, CLIENT_THREADS)
+
+
+def measure_latency(driver: systems.Driver, sizes: Sizes) -> Latency:
+    call = driver.caller()
+    for payload in payloads(20, offset=2 * 10**6):
+        call(payload)
+    latency = Latency(driver.name)
+    for payload in payloads(sizes.latency_tasks):
+        started = time.perf_counter()
+        if call(payload) != payload:
+            raise AssertionError(f"{driver.name}: a result differs from its payload")
+        latency.seconds.append(time.perf_counter() - started)
+    return latency
+
+
+def measure_floor(sizes: Sizes) -> dict[int, Latency]:
+    """Sequential groups of 3 and 4 bare round trips to the trivial endpoint."""
+    with procs.Processes() as group:
+        port = procs.free_port()
+        server = group.start([procs.python(), "-m", "benchmarks.floor", "--port", str(port)],
+                             procs.child_env())
+        url = f"http://127.0.0.1:{port}"
+        procs.wait_http(f"{url}/healthz", server)
+        return {hops: Latency(f"floor x{hops}", floor.round_trips(url, sizes.latency_tasks, hops))
+                for hops in sorted(set(HOPS.values()))}  # fmt: skip
+
+
+def system_contexts() -> list[Callable[[], AbstractContextManager[list[systems.Driver]]]]:
+    return [systems.celery, lambda: systems.rq("rq.worker.Worker", RQ_FORK),
+            lambda: systems.rq("rq.worker.SimpleWorker", RQ_SIMPLE),
+            lambda: systems.inferbox(1), lambda: systems.inferbox(16)]  # fmt: skip
+
+
+def measure_all(sizes: Sizes, throughput: bool, latency: bool,
+                log: Callable[[str], None]) -> Iterator[Throughput | Latency]:
+    for context in system_contexts():
+        with context() as drivers:
+            for driver in drivers:
+                if throughput:
+                    log(f"throughput: {driver.name}")
+                    yield measure_throughput(driver, sizes)
+                if latency and driver.latency:
+                    log(f"latency: {driver.name}")
+                    yield measure_latency(driver, sizes)
+
+
+def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
+    by_name = {row.name: row.rate for row in rows}
+    celery, rq_fork = by_name.get(CELERY, math.nan), by_name.get(RQ_FORK, math.nan)
+    section = Section("throughput", "1. End-to-end throughput, no-op handler",
+                      ["system", "tasks", "seconds", "tasks/s", "x Celery", "x RQ fork",
+                       "CPU ms/task", "client", "servers", "redis"])  # fmt: skip
+    for row in rows:
+        cpu = {part: 1000 * seconds / row.tasks for part, seconds in row.cpu.items()}
+        section.rows.append([row.name, str(row.tasks), fmt(row.seconds), fmt(row.rate, 1),
+                             fmt(ratio(row.rate, celery)), fmt(ratio(row.rate, rq_fork)),
+                             fmt(row.cpu_per_task_ms, 3), fmt(cpu["client"], 3),
+                             fmt(cpu["servers"], 3), fmt(cpu["redis"], 3)])  # fmt: skip
+    batched = next((rate for name, rate in by_name.items() if "map" in name), math.nan)
+    one = by_name.get(ONE_PER_TASK, math.nan)
+    section.checks += [
+        Check("throughput, one request per task vs Celery", ratio(one, celery), 1.0, True),
+        Check("throughput, one request per task vs RQ fork", ratio(one, rq_fork), 3.0, True),
+        Check("throughput, batched vs Celery", ratio(batched, celery), 3.0, True),
+    ]
+    section.notes += [
+        f"{sizes.throughput_tasks} timed tasks per system after {sizes.warmup_tasks} untimed; "
+        f"{CLIENT_THREADS} client threads and {WORKER_PROCESSES} worker processes for every "
+        "system; one Redis (DB 12), flushed before each system starts.",
+        "CPU ms/task: user + system CPU of every process of the system (client = this "
+        "benchmark process; servers = the Celery/RQ worker processes or the inferbox broker's "
+        "gunicorn processes plus its workers, forked children included; redis = the Redis "
+        "server's own `INFO cpu` delta, which also counts anything else using that server).",
+        "inferbox runs `inferbox-broker serve` (gunicorn gthread, 2 processes x 64 threads, "
+        "file:// storage in a temporary directory) with 2 `inferbox-worker` processes "
+        "(`benchmarks.handlers:noop`); the batched row uses `Client.map` with concurrency "
+        f"{CLIENT_THREADS} and workers with `--batch-size 16`.",
+    ]
+    return section
+
+
+def latency_section(rows: list[Latency], floors: dict[int, Latency], sizes: Sizes) -> Section:
+    section = Section("latency", "2. Latency overhead, sequential, no-op handler",
+                      ["system", "p50 ms", "p90 ms", "p99 ms", "floor p50", "floor p99",
+                       "p50 x floor", "p99 x floor"])  # fmt: skip
+    for row in [*rows, *floors.values()]:
+        hops = HOPS.get(row.name)
+        base = floors.get(hops) if hops else None
+        cells = [row.name, fmt(row.p(0.5)), fmt(row.p(0.9)), fmt(row.p(0.99))]
+        if base is None:
+            section.rows.append(cells + ["", "", "", ""])
+            continue
+        p50, p99 = ratio(row.p(0.5), base.p(0.5)), ratio(row.p(0.99), base.p(0.99))
+        section.rows.append(cells + [fmt(base.p(0.5)), fmt(base.p(0.99)), fmt(p50), fmt(p99)])
+        section.checks += [Check(f"latency p50 vs {hops} bare round trips ({row.name})", p50,
+                                 2.0, False),
+                           Check(f"latency p99 vs {hops} bare round trips ({row.name})", p99,
+                                 5.0, False)]  # fmt: skip
+    section.notes += [
+        f"{sizes.latency_tasks} sequential tasks per system (one client thread) after 20 "
+        "untimed; submit -> result in the client's hand.",
+        "Floor: the same number of sequential `POST` round trips (small JSON) over one "
+        "keep-alive `requests.Session` to a trivial WSGI app served with "
+        "`broker.cli.gunicorn_options` (gthread, 2 x 64 threads, keepalive 75): 4 for "
+        "submit + `getresult?wait` (submit, the worker's take answer, the worker's result "
+        "post, the client's getresult), 3 for `predict?wait`.",
+    ]
+    return section

@@ -1,0 +1,112 @@
+"""Measuring helpers: percentiles, CPU seconds of a group of processes, peak RSS sampling."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+import psutil
+import redis
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` (0-1) percentile of ``values``, nearest-rank; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process and its live descendants (empty when it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of the processes, their live descendants and their reaped
+    children (forked RQ work-horses and Celery pool processes included)."""
+    total = 0.0
+    for pid in pids:
+        for process in tree(pid):
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """CPU seconds the Redis server has used since it started (all databases, all clients)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+class CpuMeter:
+    """CPU seconds spent by one system between ``start`` and ``stop``: this process (the
+    client), the system's processes (``pids`` and their descendants) and the Redis server."""
+
+    def __init__(self, pids: Callable[[], list[int]], client: redis.Redis) -> None:
+        self._pids = pids
+        self._redis = client
+        self._start = (0.0, 0.0, 0.0)
+
+    def _sample(self) -> tuple[float, float, float]:
+        return (cpu_seconds([os.getpid()]), cpu_seconds(self._pids()),
+                redis_cpu_seconds(self._redis))  # fmt: skip
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per part since ``start``: client, servers, redis."""
+        end = self._sample()
+        pairs = zip(end, self._start, strict=True)
+        client, servers, store = (after - before for after, before in pairs)
+        return {"client": client, "servers": servers, "redis": store}
+
+
+class PeakRss:
+    """Samples the summed RSS of the processes ``pids()`` names every ``interval`` seconds in a
+    background thread; ``peak`` and ``baseline`` in bytes."""
+
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.05) -> None:
+        self._pids = pids
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.baseline = self._rss()
+        self.peak = self.baseline
+
+    def _rss(self) -> int:
+        total = 0
+        for pid in self._pids():
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline

@@ -1,0 +1,189 @@
+"""The systems under test, each started for the duration of a ``with`` block.
+
+Each context yields ``Driver`` objects: a way to run one task end to end (submit, then the
+result fetched by the client) from a client thread, the processes whose CPU counts, and
+optionally a bulk form (``Client.map``). Every system gets ``WORKER_PROCESSES`` handler
+processes and the same Redis database, flushed before it starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from benchmarks import procs
+from benchmarks.config import (
+    BROKER_PROCESSES,
+    BROKER_THREADS,
+    CLIENT_THREADS,
+    PAYLOAD_TIMEOUT,
+    REDIS_URL,
+    WORKER_PROCESSES,
+)
+
+Call = Callable[[Any], Any]
+
+
+@dataclass
+class Driver:
+    """One way of running tasks on one system.
+
+    ``caller()`` returns a function for one client thread that runs one task end to end and
+    returns its result; ``bulk``, when set, runs a whole list at once (and is what throughput
+    times instead of the threads); ``pids()`` names the system's processes (descendants are
+    counted too)."""
+
+    name: str
+    caller: Callable[[], Call]
+    pids: Callable[[], list[int]]
+    bulk: Callable[[list[Any]], list[Any]] | None = None
+    latency: bool = True  # whether the sequential latency section measures this driver
+
+
+def redis_client() -> redis.Redis:
+    """A client of the benchmark database."""
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def flush() -> redis.Redis:
+    """The benchmark database, emptied."""
+    client = redis_client()
+    client.flushdb()
+    return client
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (celery, rq)."""
+    found = Path(sys.executable).with_name(name)
+    return str(found) if found.exists() else (shutil.which(name) or name)
+
+
+@contextmanager
+def celery() -> Iterator[list[Driver]]:
+    """Celery: Redis broker and result backend, prefork pool of ``WORKER_PROCESSES``."""
+    flush()
+    with procs.Processes() as group:
+        group.start([_bin("celery"), "-A", "benchmarks.celery_app", "worker", "--pool",
+                     "prefork", "--concurrency", str(WORKER_PROCESSES), "--loglevel", "WARNING",
+                     "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                    procs.child_env(INFERBOX_BENCH_REDIS_URL=REDIS_URL))  # fmt: skip
+
+        def caller() -> Call:
+            from benchmarks.celery_app import make_app
+
+            app = make_app()  # one per thread: Celery's result consumer is not thread-safe
+            return lambda payload: app.send_task("bench.noop", args=(payload,)).get(
+                timeout=PAYLOAD_TIMEOUT)
+
+        yield [Driver("Celery (prefork)", caller, group.pids)]
+
+
+@contextmanager
+def rq(worker_class: str, label: str) -> Iterator[list[Driver]]:
+    """RQ: ``WORKER_PROCESSES`` ``rq worker`` processes of ``worker_class``."""
+    from rq import Queue
+
+    connection = flush()
+    command = [_bin("rq"), "worker", "--url", REDIS_URL, "--worker-class", worker_class,
+               "--logging_level", "WARNING", "--quiet", "bench"]  # fmt: skip
+    with procs.Processes() as group:
+        for _ in range(WORKER_PROCESSES):
+            group.start(command, procs.child_env())
+        queue = Queue("bench", connection=connection)
+
+        def caller() -> Call:
+            return lambda payload: rq_call(queue, payload)
+
+        yield [Driver(label, caller, group.pids)]
+
+
+def rq_call(queue: Any, payload: Any) -> Any:
+    """Enqueue one job and wait for its result the documented way (``latest_result``)."""
+    job = queue.enqueue("benchmarks.handlers.noop", payload, result_ttl=600)
+    result = job.latest_result(timeout=int(PAYLOAD_TIMEOUT))
+    if result is None:
+        raise TimeoutError(f"rq job {job.id} has no result after {PAYLOAD_TIMEOUT} s")
+    if result.type != result.Type.SUCCESSFUL:
+        raise RuntimeError(f"rq job {job.id} failed: {result.exc_string}")
+    return result.return_value
+
+
+@contextmanager
+def inferbox(batch_size: int) -> Iterator[list[Driver]]:
+    """inferbox in its production form: ``inferbox-broker serve`` (gunicorn gthread,
+    ``BROKER_PROCESSES`` x ``BROKER_THREADS``) on the benchmark Redis and ``file://`` storage,
+    with ``WORKER_PROCESSES`` ``inferbox-worker`` processes of ``batch_size``."""
+    from client_sdk import Client
+
+    flush()
+    data = tempfile.mkdtemp(prefix="inferbox-bench-")
+    try:
+        with procs.Processes() as group:
+            url, _ = procs.start_broker(group, REDIS_URL, Path(data).as_uri(),
+                                        workers=BROKER_PROCESSES, threads=BROKER_THREADS)
+            procs.start_workers(group, url, "bench", "benchmarks.handlers:noop",
+                                WORKER_PROCESSES, "--batch-size", str(batch_size))
+            with Client(url, timeout=PAYLOAD_TIMEOUT) as client:
+                yield _inferbox_drivers(client, batch_size, group.pids)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _inferbox_drivers(client: Any, batch_size: int,
+                      pids: Callable[[], list[int]]) -> list[Driver]:
+    def submit_result() -> Call:
+        return lambda payload: client.submit(payload, queue="bench").result(
+            timeout=PAYLOAD_TIMEOUT)
+
+    def predict() -> Call:
+        return lambda payload: client.predict(payload, queue="bench", timeout=PAYLOAD_TIMEOUT)
+
+    def mapped(payloads: list[Any]) -> list[Any]:
+        return list(client.map(payloads, queue="bench", concurrency=CLIENT_THREADS,
+                               timeout=PAYLOAD_TIMEOUT))  # fmt: skip
+
+    if batch_size > 1:
+        return [Driver(f"inferbox Client.map, worker batch {batch_size}", predict, pids,
+                       bulk=mapped, latency=False)]
+    return [Driver("inferbox submit + result", submit_result, pids),
+            Driver("inferbox predict?wait", predict, pids)]
+
+
+def run_threads(call_factory: Callable[[], Call], payloads: list[Any],
+                threads: int = CLIENT_THREADS) -> list[Any]:
+    """Run every payload through ``threads`` client threads; the results in input order.
+    Raises the first error any task raised."""
+    results: list[Any] = [None] * len(payloads)
+    errors: list[BaseException] = []
+    cursor = iter(range(len(payloads)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        call = call_factory()
+        while not errors:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                return
+            try:
+                results[index] = call(payloads[index])
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(exc)
+
+    pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
