@@ -10,6 +10,7 @@ entries identical to a real submit's but no payload blob: none of them is ever t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -40,9 +41,10 @@ class RecordingQueue(TaskQueue):
 
 
 def populate(client: redis.Redis, queue: str, count: int, *, owner: str,
-             content_type: str = "application/json", size: int = 16) -> None:
+             content_type: str = "application/json", size: int = 16,
+             clock: Callable[[], float] = time.time) -> None:
     """Queue ``count`` tasks in ``queue`` through the submit script, ``CHUNK`` per pipeline."""
-    recorder = RecordingQueue(client)
+    recorder = RecordingQueue(client, clock=clock)
     script = recorder._scripts.submit  # type: ignore[attr-defined]
     for start in range(0, count, CHUNK):
         pipe = client.pipeline(transaction=False)
@@ -59,8 +61,9 @@ def take_latencies(url: str, queue: str, count: int) -> list[float]:
     with requests.Session() as session:
         for index in range(WARMUP_TAKES + count):
             started = time.perf_counter()
-            response = session.post(f"{url}/getnexttask", params={
-                "queue": queue, "max_tasks": 1, "wait": 0, "lease": 600})  # fmt: skip
+            params: dict[str, str | int] = {"queue": queue, "max_tasks": 1, "wait": 0,
+                                            "lease": 600}
+            response = session.post(f"{url}/getnexttask", params=params)
             response.raise_for_status()
             if response.status_code != 200 or not response.content:
                 raise AssertionError(f"take {index} from {queue} got {response.status_code}")
@@ -77,7 +80,7 @@ def submit_head(url: str, queue: str, count: int) -> str:
         tasks = systems.run_threads(lambda: lambda i: client.submit({"i": i}, queue=queue),
                                     list(range(count)), 8)  # fmt: skip
     owner = systems.redis_client().hget(KEYS.task(tasks[0].id), "owner")
-    return owner.decode() if owner else ""
+    return owner.decode() if isinstance(owner, bytes) else str(owner or "")
 
 
 def depth_section(sizes: Sizes, log: Any = print) -> Section:

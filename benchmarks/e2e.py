@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks import floor, procs, systems
+from benchmarks import floor, procs, profiling, systems
 from benchmarks.config import CLIENT_THREADS, WORKER_PROCESSES, Sizes
 from benchmarks.report import Check, Section, fmt, ratio
 from benchmarks.stats import CpuMeter, percentile
@@ -59,11 +59,13 @@ def measure_throughput(driver: systems.Driver, sizes: Sizes) -> Throughput:
     meter = CpuMeter(driver.pids, systems.redis_client())
     work = payloads(sizes.throughput_tasks)
     _run(driver, payloads(sizes.warmup_tasks, offset=10**6))
-    meter.start()
-    started = time.perf_counter()
-    results = _run(driver, work)
-    elapsed = time.perf_counter() - started
-    cpu = meter.stop()
+    profiled = profiling.sampling() if driver.name == ONE_PER_TASK else nullcontext()
+    with profiled:
+        meter.start()
+        started = time.perf_counter()
+        results = _run(driver, work)
+        elapsed = time.perf_counter() - started
+        cpu = meter.stop()
     if results != work:
         raise AssertionError(f"{driver.name}: results differ from the payloads")
     return Throughput(driver.name, len(work), elapsed, cpu)

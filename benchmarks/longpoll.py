@@ -106,7 +106,7 @@ def hold(waiters: list[Waiter], url: str, pid: int) -> list[threading.Thread]:
 
 def complete_all(mailbox: Any, queue: str, count: int) -> dict[str, float]:
     """Take and complete every task of ``queue``; when each task's completion began."""
-    leases = []
+    leases: list[Any] = []
     while len(leases) < count:
         taken = mailbox.take([queue], max_tasks=100, lease_seconds=600, worker_id="bench",
                              wait=1)  # fmt: skip

@@ -107,12 +107,14 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0)
 
 
 def start_broker(procs: Processes, redis_url: str, storage_url: str, *, workers: int,
-                 threads: int, **extra: str) -> tuple[str, subprocess.Popen[bytes]]:
-    """``inferbox-broker serve`` (gunicorn gthread) on a loopback port; its base URL."""
+                 threads: int, module: str = "broker.cli",
+                 **extra: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """``inferbox-broker serve`` (gunicorn gthread) on a loopback port; its base URL.
+    ``module`` may name a wrapper of ``broker.cli`` (``benchmarks.sampler``)."""
     port = free_port()
     env = child_env(INFERBOX_REDIS_URL=redis_url, INFERBOX_STORAGE_URL=storage_url,
                     INFERBOX_WORKERS=str(workers), INFERBOX_THREADS=str(threads), **extra)
-    process = procs.start([python(), "-m", "broker.cli", "serve", "--port", str(port),
+    process = procs.start([python(), "-m", module, "serve", "--port", str(port),
                            "--log-level", "WARNING"], env)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", process)

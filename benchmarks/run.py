@@ -21,13 +21,14 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import config, report
+from benchmarks import config, profiling, report
 from benchmarks.config import Sizes
 from benchmarks.report import Section
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 README = ROOT / "README.md"
+PROFILE = ROOT / "benchmarks" / "PROFILE.md"
 RUN_MARKERS = ("<!-- run: start -->", "<!-- run: end -->")
 README_MARKERS = ("<!-- bench: start -->", "<!-- bench: end -->")
 
@@ -73,14 +74,19 @@ def end_to_end(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
     from benchmarks import e2e
 
     if profile:
-        from benchmarks import profiling
-
-        profiling.enable(ROOT / "benchmarks" / "PROFILE.md")
+        profiling.enable()
     rows = list(e2e.measure_all(sizes, "throughput" in only, "latency" in only, log))
+    if profile:
+        profiling.write_report(PROFILE)
+        log(f"wrote {PROFILE.relative_to(ROOT)}")
     sections = []
     if "throughput" in only:
-        sections.append(e2e.throughput_section([r for r in rows if isinstance(r, e2e.Throughput)],
-                                               sizes))  # fmt: skip
+        section = e2e.throughput_section([r for r in rows if isinstance(r, e2e.Throughput)],
+                                         sizes)  # fmt: skip
+        if profile:
+            section.notes.append("`--profile` was on: the inferbox submit + result row ran "
+                                 "with the stack sampler in the broker, which slows it.")
+        sections.append(section)
     if "latency" in only:
         log("latency: floor")
         floors = e2e.measure_floor(sizes)

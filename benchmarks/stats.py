@@ -1,4 +1,8 @@
-"""Measuring helpers: percentiles, CPU seconds of a group of processes, peak RSS sampling."""
+"""Measuring helpers: percentiles, CPU seconds of a group of processes, peak RSS sampling.
+
+psutil (the ``bench`` extra) is imported where it is used, so the pure helpers import
+without it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import psutil
 import redis
+
+if TYPE_CHECKING:
+    import psutil
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -22,6 +29,8 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def tree(pid: int) -> list[psutil.Process]:
     """The process and its live descendants (empty when it is gone)."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -32,6 +41,8 @@ def tree(pid: int) -> list[psutil.Process]:
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU seconds of the processes, their live descendants and their reaped
     children (forked RQ work-horses and Celery pool processes included)."""
+    import psutil
+
     total = 0.0
     for pid in pids:
         for process in tree(pid):
@@ -86,6 +97,8 @@ class PeakRss:
         self.peak = self.baseline
 
     def _rss(self) -> int:
+        import psutil
+
         total = 0
         for pid in self._pids():
             try:

@@ -129,13 +129,25 @@ def inferbox(batch_size: int) -> Iterator[list[Driver]]:
     try:
         with procs.Processes() as group:
             url, _ = procs.start_broker(group, REDIS_URL, Path(data).as_uri(),
-                                        workers=BROKER_PROCESSES, threads=BROKER_THREADS)
+                                        workers=BROKER_PROCESSES, threads=BROKER_THREADS,
+                                        **_profiled(batch_size))  # fmt: skip
             procs.start_workers(group, url, "bench", "benchmarks.handlers:noop",
                                 WORKER_PROCESSES, "--batch-size", str(batch_size))
             with Client(url, timeout=PAYLOAD_TIMEOUT) as client:
                 yield _inferbox_drivers(client, batch_size, group.pids)
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _profiled(batch_size: int) -> dict[str, str]:
+    """Broker options that run it under the sampler when ``--profile`` is on (one request
+    per task only)."""
+    from benchmarks import profiling
+
+    found = profiling.folder()
+    if found is None or batch_size != 1:
+        return {}
+    return {"module": "benchmarks.sampler", "INFERBOX_BENCH_PROFILE_DIR": str(found)}
 
 
 def _inferbox_drivers(client: Any, batch_size: int,

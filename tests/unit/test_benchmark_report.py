@@ -1,0 +1,149 @@
+"""The benchmark's pure parts: ratios, targets, tables, marker replacement, section choice,
+percentiles, profile summaries, and the depth populate's faithfulness to a real submit.
+
+No timings are asserted: the benchmark itself (``python -m benchmarks.run``) never runs here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import fakeredis
+import pytest
+
+from benchmarks import profiling
+from benchmarks.depth import populate
+from benchmarks.report import (
+    Check,
+    Section,
+    checks_table,
+    fmt,
+    markdown_table,
+    ratio,
+    replace_between,
+)
+from benchmarks.run import sections_arg
+from benchmarks.stats import percentile
+from broker import keys as K
+from broker.queue import NewTask, TaskQueue
+
+START, END = "<!-- run: start -->", "<!-- run: end -->"
+
+
+def test_ratio_divides_and_is_nan_without_a_baseline():
+    assert ratio(300, 100) == 3.0
+    assert math.isnan(ratio(300, 0))
+    assert math.isnan(ratio(math.nan, 100))
+    assert math.isnan(ratio(100, math.nan))
+
+
+@pytest.mark.parametrize(("figure", "bound", "at_least", "met"), [
+    (1.0, 1.0, True, True), (0.99, 1.0, True, False), (3.5, 3.0, True, True),
+    (2.0, 2.0, False, True), (2.01, 2.0, False, False), (40.0, 50.0, False, True),
+    (math.nan, 1.0, True, False), (math.nan, 1.0, False, False),
+])  # fmt: skip
+def test_check_meets_its_bound_in_the_right_direction(figure, bound, at_least, met):
+    check = Check("t", figure, bound, at_least)
+    assert check.met is met
+    assert check.verdict == ("met" if met else "MISSED")
+
+
+def test_check_texts_show_direction_and_unit():
+    check = Check("broker RSS", 14.07, 50, False, " MB")
+    assert check.bound_text() == "<= 50.00 MB"
+    assert check.figure_text() == "14.07 MB"
+    assert Check("x", math.nan, 1, True).figure_text() == "-x"
+
+
+def test_fmt_rounds_large_numbers_and_marks_missing_ones():
+    assert fmt(1234.5) == "1,234"
+    assert fmt(3.14159) == "3.14"
+    assert fmt(3.14159, 3) == "3.142"
+    assert fmt(math.nan) == "-"
+
+
+def test_markdown_table_right_aligns_figures_and_escapes_pipes():
+    table = markdown_table(["system", "tasks/s"], [["a|b", "12.0"]])
+    assert table.splitlines() == ["| system | tasks/s |", "| --- | ---: |",
+                                  "| a\\|b | 12.0 |"]  # fmt: skip
+
+
+def test_checks_table_lists_every_sections_checks_in_order():
+    first = Section("a", "A", [], checks=[Check("one", 2.0, 1.0, True)])
+    second = Section("b", "B", [], checks=[Check("two", 9.0, 5.0, False, " MB")])
+    columns, rows = checks_table([first, second])
+    assert columns == ["target", "bound", "measured", "verdict"]
+    assert rows == [["one", ">= 1.00x", "2.00x", "met"],
+                    ["two", "<= 5.00 MB", "9.00 MB", "MISSED"]]  # fmt: skip
+
+
+def test_replace_between_keeps_everything_outside_the_markers():
+    other = "<!-- sync_predict: start -->\nkept table\n<!-- sync_predict: end -->"
+    text = f"# Results\n\n{other}\n\n{START}\nold figures\n{END}\ntrailer\n"
+    updated = replace_between(text, START, END, "new figures")
+    assert updated == f"# Results\n\n{other}\n\n{START}\nnew figures\n{END}\ntrailer\n"
+
+
+def test_replace_between_appends_the_block_when_the_markers_are_missing():
+    updated = replace_between("# Results\n", START, END, "figures\n")
+    assert updated == f"# Results\n\n{START}\nfigures\n{END}\n"
+    assert replace_between(updated, START, END, "again") == f"# Results\n\n{START}\nagain\n{END}\n"
+
+
+@pytest.mark.parametrize("text", [f"{START}\nno end", f"no start\n{END}", f"{END}\n{START}"])
+def test_replace_between_refuses_unbalanced_markers(text):
+    with pytest.raises(ValueError, match="unbalanced"):
+        replace_between(text, START, END, "x")
+
+
+def test_sections_arg_keeps_the_benchmark_order_and_rejects_unknown_names():
+    assert sections_arg("depth, throughput") == ["throughput", "depth"]
+    with pytest.raises(argparse.ArgumentTypeError, match="nonsense"):
+        sections_arg("throughput,nonsense")
+    with pytest.raises(argparse.ArgumentTypeError):
+        sections_arg(" , ")
+
+
+def test_percentile_is_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([7.0], 0.9) == 7.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_profile_ranks_busy_frames_and_leaves_idle_waits_out():
+    lines = [
+        "run (gthread.py:10);handle (app.py:5);_read_from_socket (socket.py:64) 30",
+        "run (gthread.py:10);handle (app.py:6);write (file.py:101) 10",
+        "run (gthread.py:10);wait (threading.py:320) 500",
+        "_bootstrap (threading.py:1);_listen (notify.py:80);read (socket.py:9) 400",
+        "garbage line",
+    ]
+    busy, by_self, by_total = profiling.rank(profiling.parse(lines))
+    assert busy == 40
+    assert by_self == [("_read_from_socket (socket.py:64)", 30), ("write (file.py:101)", 10)]
+    assert dict(by_total)["handle (app.py)"] == 40  # two lines of one function, summed
+
+
+def test_populate_writes_the_index_entries_a_real_submit_writes():
+    """The depth benchmark's fast fill must leave what TaskQueue.submit leaves."""
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    real = TaskQueue(client, clock=lambda: 1000.0)
+    real_id = real.submit(NewTask(queue="q", owner="o", content_type="application/json",
+                                  size=16)).task_id  # fmt: skip
+    populate(client, "q", 3, owner="o", clock=lambda: 1000.0)
+    keys = K.Keys(K.DEFAULT_PREFIX)
+    ids = [member.decode() for member in client.zrange(keys.queue("q"), 0, -1)]
+    assert len(ids) == 4 and ids[0] == real_id  # FIFO: the real submit is the head
+    varying = {b"id", b"payload_key", b"score"}
+    expected = {k: v for k, v in client.hgetall(keys.task(real_id)).items() if k not in varying}
+    for task_id in ids[1:]:
+        fields = client.hgetall(keys.task(task_id))
+        assert {k: v for k, v in fields.items() if k not in varying} == expected
+        assert fields[b"payload_key"] == K.payload_key(task_id).encode()
+        assert client.zscore(f"{K.DEFAULT_PREFIX}:ttl", task_id) == 1000.0 + K.DEFAULT_TTL
+    assert client.hget(keys.stats("q"), "submitted") == b"4"
+    assert client.smembers(keys.queues) == {b"q"}
