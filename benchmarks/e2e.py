@@ -19,6 +19,7 @@ from benchmarks import floor, procs, profiling, systems
 from benchmarks.config import CLIENT_THREADS, WORKER_PROCESSES, Sizes
 from benchmarks.report import Check, Section, fmt, ratio
 from benchmarks.stats import CpuMeter, percentile
+from benchmarks.systems import Driver
 
 CELERY, RQ_FORK, RQ_SIMPLE = "Celery (prefork)", "RQ Worker (fork)", "RQ SimpleWorker"
 ONE_PER_TASK, PREDICT = "inferbox submit + result", "inferbox predict?wait"
@@ -42,6 +43,15 @@ class Throughput:
 
 
 @dataclass
+class Failure:
+    """A system that did not start or a measurement that raised."""
+
+    name: str
+    what: str  # throughput, latency, or start or stop
+    error: str
+
+
+@dataclass
 class Latency:
     name: str
     seconds: list[float] = field(default_factory=list)
@@ -55,7 +65,7 @@ def payloads(count: int, offset: int = 0) -> list[dict[str, Any]]:
     return [{"i": offset + i, "text": "hello"} for i in range(count)]
 
 
-def measure_throughput(driver: systems.Driver, sizes: Sizes) -> Throughput:
+def measure_throughput(driver: Driver, sizes: Sizes) -> Throughput:
     meter = CpuMeter(driver.pids, systems.redis_client())
     work = payloads(sizes.throughput_tasks)
     _run(driver, payloads(sizes.warmup_tasks, offset=10**6))
@@ -71,13 +81,13 @@ def measure_throughput(driver: systems.Driver, sizes: Sizes) -> Throughput:
     return Throughput(driver.name, len(work), elapsed, cpu)
 
 
-def _run(driver: systems.Driver, work: list[Any]) -> list[Any]:
+def _run(driver: Driver, work: list[Any]) -> list[Any]:
     if driver.bulk is not None:
         return driver.bulk(work)
     return systems.run_threads(driver.caller, work, CLIENT_THREADS)
 
 
-def measure_latency(driver: systems.Driver, sizes: Sizes) -> Latency:
+def measure_latency(driver: Driver, sizes: Sizes) -> Latency:
     call = driver.caller()
     for payload in payloads(20, offset=2 * 10**6):
         call(payload)
@@ -102,23 +112,47 @@ def measure_floor(sizes: Sizes) -> dict[int, Latency]:
                 for hops in sorted(set(HOPS.values()))}  # fmt: skip
 
 
-def system_contexts() -> list[Callable[[], AbstractContextManager[list[systems.Driver]]]]:
-    return [systems.celery, lambda: systems.rq("rq.worker.Worker", RQ_FORK),
-            lambda: systems.rq("rq.worker.SimpleWorker", RQ_SIMPLE),
-            lambda: systems.inferbox(1), lambda: systems.inferbox(16)]  # fmt: skip
+def system_contexts() -> list[tuple[str, Callable[[], AbstractContextManager[list[Driver]]]]]:
+    return [(CELERY, systems.celery),
+            (RQ_FORK, lambda: systems.rq("rq.worker.Worker", RQ_FORK)),
+            (RQ_SIMPLE, lambda: systems.rq("rq.worker.SimpleWorker", RQ_SIMPLE)),
+            ("inferbox", lambda: systems.inferbox(1)),
+            ("inferbox batched", lambda: systems.inferbox(16))]  # fmt: skip
 
 
 def measure_all(sizes: Sizes, throughput: bool, latency: bool,
-                log: Callable[[str], None]) -> Iterator[Throughput | Latency]:
-    for context in system_contexts():
-        with context() as drivers:
-            for driver in drivers:
-                if throughput:
-                    log(f"throughput: {driver.name}")
-                    yield measure_throughput(driver, sizes)
-                if latency and driver.latency:
-                    log(f"latency: {driver.name}")
-                    yield measure_latency(driver, sizes)
+                log: Callable[[str], None]) -> Iterator[Throughput | Latency | Failure]:
+    """Every system's figures; a system or measurement that fails yields a ``Failure`` and
+    the run goes on with the next."""
+    for label, context in system_contexts():
+        try:
+            with context() as drivers:
+                for driver in drivers:
+                    yield from _measure(driver, sizes, throughput, latency, log)
+        except Exception as exc:  # noqa: BLE001 - reported with the section, the run goes on
+            log(f"{label} failed: {exc!r}")
+            yield Failure(label, "start or stop", f"{type(exc).__name__}: {exc}")
+
+
+def _measure(driver: Driver, sizes: Sizes, throughput: bool, latency: bool,
+             log: Callable[[str], None]) -> Iterator[Throughput | Latency | Failure]:
+    steps: list[tuple[str, Callable[[Driver, Sizes], Throughput | Latency]]] = []
+    if throughput:
+        steps.append(("throughput", measure_throughput))
+    if latency and driver.latency:
+        steps.append(("latency", measure_latency))
+    for what, measure in steps:
+        log(f"{what}: {driver.name}")
+        try:
+            yield measure(driver, sizes)
+        except Exception as exc:  # noqa: BLE001 - reported with the section, the run goes on
+            log(f"{what}: {driver.name} failed: {exc!r}")
+            yield Failure(driver.name, what, f"{type(exc).__name__}: {exc}")
+
+
+def failure_notes(failures: list[Failure], what: str) -> list[str]:
+    return [f"**{failure.name}: the {failure.what} run failed:** {failure.error}"
+            for failure in failures if failure.what in (what, "start or stop")]
 
 
 def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:

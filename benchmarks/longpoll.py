@@ -160,11 +160,13 @@ def longpoll_section(sizes: Sizes) -> Section:
                          fmt(max(wake, default=float("nan"))),
                          ", ".join(f"{n} x {k}" for k, n in sorted(answers.items()))])
     section.checks.append(Check(f"{count:,} waiters: Redis connections of the broker process",
-                                float(held.redis_connections), 64, False, ""))  # fmt: skip
+                                float(held.redis_connections), 64, False, "",
+                                digits=0))  # fmt: skip
     section.notes += [
         f"Broker: `inferbox-broker serve`, 1 gunicorn process (gthread) x {LONG_POLL_THREADS} "
         "threads (`INFERBOX_THREADS`; one thread per held long-poll plus spare), file:// "
-        "storage. gunicorn's `worker_connections` is left at the broker's setting.",
+        "storage. `worker_connections` is not set by `broker.cli.gunicorn_options`, so it is "
+        "gunicorn's default (1,000 connections per process).",
         f"Waiters: {count:,} threads of the benchmark process, one `http.client` connection "
         f"each, `GET /getresult/<id>?wait={WAIT}`. accepted = client connections the broker "
         "process had accepted once they stopped growing; RSS and Redis connections (the "

@@ -30,6 +30,7 @@ class Check:
     bound: float
     at_least: bool
     unit: str = "x"
+    digits: int = 2  # decimals of the figure
 
     @property
     def met(self) -> bool:
@@ -43,10 +44,11 @@ class Check:
         return "met" if self.met else "MISSED"
 
     def bound_text(self) -> str:
-        return f"{'>=' if self.at_least else '<='} {fmt(self.bound)}{self.unit}"
+        bound = fmt(self.bound, 0 if float(self.bound).is_integer() else 2)
+        return f"{'>=' if self.at_least else '<='} {bound}{self.unit}"
 
     def figure_text(self) -> str:
-        return f"{fmt(self.figure)}{self.unit}"
+        return f"{fmt(self.figure, self.digits)}{self.unit}"
 
 
 @dataclass
@@ -66,7 +68,7 @@ def fmt(value: float, digits: int = 2) -> str:
     """A number for a table: ``-`` for NaN, thousands separated, ``digits`` decimals below 100."""
     if math.isnan(value):
         return "-"
-    if abs(value) >= 100:
+    if abs(value) >= 100 or digits == 0:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
 

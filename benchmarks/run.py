@@ -80,9 +80,11 @@ def end_to_end(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
         profiling.write_report(PROFILE)
         log(f"wrote {PROFILE.relative_to(ROOT)}")
     sections = []
+    failures = [row for row in rows if isinstance(row, e2e.Failure)]
     if "throughput" in only:
         section = e2e.throughput_section([r for r in rows if isinstance(r, e2e.Throughput)],
                                          sizes)  # fmt: skip
+        section.notes += e2e.failure_notes(failures, "throughput")
         if profile:
             section.notes.append("`--profile` was on: the inferbox submit + result row ran "
                                  "with the stack sampler in the broker, which slows it.")
@@ -90,8 +92,10 @@ def end_to_end(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
     if "latency" in only:
         log("latency: floor")
         floors = e2e.measure_floor(sizes)
-        sections.append(e2e.latency_section([r for r in rows if isinstance(r, e2e.Latency)],
-                                            floors, sizes))  # fmt: skip
+        section = e2e.latency_section([r for r in rows if isinstance(r, e2e.Latency)], floors,
+                                      sizes)  # fmt: skip
+        section.notes += e2e.failure_notes(failures, "latency")
+        sections.append(section)
     return sections
 
 
@@ -138,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = config.QUICK if args.quick else config.FULL
     started = time.perf_counter()
-    sections = run_sections(sizes, args.only, args.profile)
+    try:
+        sections = run_sections(sizes, args.only, args.profile)
+    finally:
+        from benchmarks.systems import flush
+
+        flush()  # leave nothing behind in the benchmark database
     wall = time.perf_counter() - started
     print_report(sections)
     print(f"\n{wall / 60:.1f} minutes in all")
