@@ -31,6 +31,7 @@ from benchmarks.config import (
 )
 
 Call = Callable[[Any], Any]
+RAM_DIR = "/dev/shm"
 
 
 @dataclass
@@ -47,6 +48,9 @@ class Driver:
     pids: Callable[[], list[int]]
     bulk: Callable[[list[Any]], list[Any]] | None = None
     latency: bool = True  # whether the sequential latency section measures this driver
+    throughput: bool = True  # whether the throughput section measures this driver
+    hops: int = 0  # HTTP exchanges on a task's critical path (inferbox): its latency floor
+    targeted: bool = True  # whether the issue's targets are checked against its figures
 
 
 def redis_client() -> redis.Redis:
@@ -118,14 +122,17 @@ def rq_call(queue: Any, payload: Any) -> Any:
 
 
 @contextmanager
-def inferbox(batch_size: int) -> Iterator[list[Driver]]:
+def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]:
     """inferbox in its production form: ``inferbox-broker serve`` (gunicorn gthread,
     ``BROKER_PROCESSES`` x ``BROKER_THREADS``) on the benchmark Redis and ``file://`` storage,
-    with ``WORKER_PROCESSES`` ``inferbox-worker`` processes of ``batch_size``."""
+    with ``WORKER_PROCESSES`` ``inferbox-worker`` processes of ``batch_size``. ``durable=False``
+    puts the ``file://`` store on a RAM file system (``/dev/shm``: the same code, no disk
+    write waits, fsync costs nothing): a latency-only variant that shows the HTTP path alone.
+    (``memory://`` would not do: each of the broker's processes would hold its own store.)"""
     from client_sdk import Client
 
     flush()
-    data = tempfile.mkdtemp(prefix="inferbox-bench-")
+    data = tempfile.mkdtemp(prefix="inferbox-bench-", dir=None if durable else RAM_DIR)
     try:
         with procs.Processes() as group:
             url, _ = procs.start_broker(group, REDIS_URL, Path(data).as_uri(),
@@ -134,7 +141,12 @@ def inferbox(batch_size: int) -> Iterator[list[Driver]]:
             procs.start_workers(group, url, "bench", "benchmarks.handlers:noop",
                                 WORKER_PROCESSES, "--batch-size", str(batch_size))
             with Client(url, timeout=PAYLOAD_TIMEOUT) as client:
-                yield _inferbox_drivers(client, batch_size, group.pids)
+                drivers = _inferbox_drivers(client, batch_size, group.pids)
+                if not durable:
+                    for driver in drivers:
+                        driver.name += " (RAM disk)"
+                        driver.throughput = driver.targeted = False
+                yield drivers
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
@@ -166,8 +178,8 @@ def _inferbox_drivers(client: Any, batch_size: int,
     if batch_size > 1:
         return [Driver(f"inferbox Client.map, worker batch {batch_size}", predict, pids,
                        bulk=mapped, latency=False)]
-    return [Driver("inferbox submit + result", submit_result, pids),
-            Driver("inferbox predict?wait", predict, pids)]
+    return [Driver("inferbox submit + result", submit_result, pids, hops=4),
+            Driver("inferbox predict?wait", predict, pids, hops=3)]
 
 
 def run_threads(call_factory: Callable[[], Call], payloads: list[Any],
