@@ -25,7 +25,7 @@ import psutil
 from benchmarks import procs, systems
 from benchmarks.config import LONG_POLL_THREADS, REDIS_URL, Sizes
 from benchmarks.report import Check, Section, fmt
-from benchmarks.stats import percentile
+from benchmarks.stats import Peak, percentile
 
 REDIS_PORT = int(urlsplit(REDIS_URL).port or 6379)
 WAIT = 60
@@ -141,27 +141,30 @@ def longpoll_section(sizes: Sizes) -> Section:
             tasks = systems.run_threads(lambda: lambda i: client.submit({"i": i}, queue="lp"),
                                         list(range(count)), 8)  # fmt: skip
         waiters = [Waiter(task.id) for task in tasks]
-        threads = hold(waiters, url, pid)
-        accepted, ports = broker_sockets(pid, urlsplit(url).port or 80)
-        held = Held(accepted, psutil.Process(pid).memory_info().rss / 2**20, len(ports),
-                    client_list_count(ports))  # fmt: skip
-        box = create_app(Settings(redis_url=REDIS_URL, storage_url=storage)).extensions["inferbox"]
-        try:
-            started = complete_all(box.mailbox, "lp", count)
-        finally:
-            box.mailbox.close()
-        for thread in threads:
-            thread.join(timeout=WAIT + 90)
+        port = urlsplit(url).port or 80
+        with Peak(lambda: len(broker_sockets(pid, port)[1]), interval=0.1) as peak:
+            threads = hold(waiters, url, pid)
+            accepted, ports = broker_sockets(pid, port)
+            held = Held(accepted, psutil.Process(pid).memory_info().rss / 2**20, len(ports),
+                        client_list_count(ports))  # fmt: skip
+            box = create_app(Settings(redis_url=REDIS_URL, storage_url=storage))
+            mailbox = box.extensions["inferbox"].mailbox
+            try:
+                started = complete_all(mailbox, "lp", count)
+            finally:
+                mailbox.close()
+            for thread in threads:
+                thread.join(timeout=WAIT + 90)
     answers = collections.Counter(str(w.status) if w.status else w.error for w in waiters)
     wake = [1000 * (w.answered - started[w.task_id]) for w in waiters if w.status == 200]
     section.rows.append([f"{count:,}", f"{held.accepted:,}", fmt(held.rss_mb, 1),
-                         f"{held.redis_connections} ({held.client_list} in CLIENT LIST)",
+                         f"{held.redis_connections} held ({held.client_list} in CLIENT "
+                         f"LIST), {peak.peak} peak",
                          fmt(percentile(wake, 0.5)), fmt(percentile(wake, 0.99)),
                          fmt(max(wake, default=float("nan"))),
                          ", ".join(f"{n} x {k}" for k, n in sorted(answers.items()))])
-    section.checks.append(Check(f"{count:,} waiters: Redis connections of the broker process",
-                                float(held.redis_connections), 64, False, "",
-                                digits=0))  # fmt: skip
+    section.checks.append(Check(f"{count:,} waiters: Redis connections of the broker process "
+                                "(peak)", float(peak.peak), 64, False, "", digits=0))
     section.notes += [
         f"Broker: `inferbox-broker serve`, 1 gunicorn process (gthread) x {LONG_POLL_THREADS} "
         "threads (`INFERBOX_THREADS`; one thread per held long-poll plus spare), file:// "
@@ -171,7 +174,10 @@ def longpoll_section(sizes: Sizes) -> Section:
         f"each, `GET /getresult/<id>?wait={WAIT}`. accepted = client connections the broker "
         "process had accepted once they stopped growing; RSS and Redis connections (the "
         "broker process's TCP connections to Redis, cross-checked by `CLIENT LIST`) are read "
-        "then, with the waiters held.",
+        "then, with the waiters held; peak = the most connections to Redis the broker "
+        "process had at any 100 ms sample while the waiters arrived, were held, and were "
+        "answered (the target is checked against it: redis-py pools grow with the number of "
+        "Redis calls in flight at once).",
         "Wake-up: from the start of each task's `Mailbox.complete` (in this process, on the "
         "same Redis and storage; tasks completed one after another) to its waiter's answer. "
         "answers: the HTTP statuses (or errors) the waiters got.",

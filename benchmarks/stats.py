@@ -84,42 +84,49 @@ class CpuMeter:
         return {"client": client, "servers": servers, "redis": store}
 
 
-class PeakRss:
-    """Samples the summed RSS of the processes ``pids()`` names every ``interval`` seconds in a
-    background thread; ``peak`` and ``baseline`` in bytes."""
+class Peak:
+    """Samples ``measure()`` every ``interval`` seconds in a background thread while the
+    ``with`` block runs; ``baseline`` is the value before it, ``peak`` the highest seen."""
 
-    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.05) -> None:
-        self._pids = pids
+    def __init__(self, measure: Callable[[], int], interval: float = 0.05) -> None:
+        self._measure = measure
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.baseline = self._rss()
+        self.baseline = measure()
         self.peak = self.baseline
-
-    def _rss(self) -> int:
-        import psutil
-
-        total = 0
-        for pid in self._pids():
-            try:
-                total += psutil.Process(pid).memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
-        return total
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._rss())
+            self.peak = max(self.peak, self._measure())
 
-    def __enter__(self) -> PeakRss:
+    def __enter__(self) -> Peak:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self.peak = max(self.peak, self._measure())
 
     @property
     def growth(self) -> int:
         return self.peak - self.baseline
+
+
+def rss(pids: Iterable[int]) -> int:
+    """Summed resident set size of the processes, in bytes (gone ones count 0)."""
+    import psutil
+
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def PeakRss(pids: Callable[[], list[int]], interval: float = 0.05) -> Peak:  # noqa: N802
+    """A ``Peak`` of the summed RSS of the processes ``pids()`` names, in bytes."""
+    return Peak(lambda: rss(pids()), interval)
