@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 WORKER_PROCESSES = 2  # handler processes of every system (Celery -c 2, 2 RQ workers, 2 inferbox)
 CLIENT_THREADS = 16  # client threads of every throughput run
+MAP_IN_FLIGHT = 64  # Client.map's own default: tasks in flight from its one thread (not threads)
 BROKER_PROCESSES = 2  # gunicorn processes of the inferbox broker in sections 1-2
 BROKER_THREADS = 64  # gunicorn threads per broker process (the production default)
 LONG_POLL_THREADS = 1100  # section 6: one broker process must hold 1,000 waiters and spare

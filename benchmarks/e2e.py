@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import floor, procs, profiling, systems
-from benchmarks.config import CLIENT_THREADS, WORKER_PROCESSES, Sizes
+from benchmarks.config import CLIENT_THREADS, MAP_IN_FLIGHT, WORKER_PROCESSES, Sizes
 from benchmarks.report import Check, Section, fmt, ratio
 from benchmarks.stats import CpuMeter, percentile
 from benchmarks.systems import Driver
@@ -189,8 +189,9 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
         "server's own `INFO cpu` delta, which also counts anything else using that server).",
         "inferbox runs `inferbox-broker serve` (gunicorn gthread, 2 processes x 64 threads, "
         "file:// storage in a temporary directory) with 2 `inferbox-worker` processes "
-        "(`benchmarks.handlers:noop`); the batched row uses `Client.map` with concurrency "
-        f"{CLIENT_THREADS} and workers with `--batch-size 16`.",
+        "(`benchmarks.handlers:noop`); the batched row uses `Client.map` (one client thread: "
+        f"`POST /predictbatch` and `POST /getresults`, {MAP_IN_FLIGHT} tasks in flight, its "
+        "default) and workers with `--batch-size 16`.",
     ]
     return section
 

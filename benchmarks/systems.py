@@ -25,6 +25,7 @@ from benchmarks.config import (
     BROKER_PROCESSES,
     BROKER_THREADS,
     CLIENT_THREADS,
+    MAP_IN_FLIGHT,
     PAYLOAD_TIMEOUT,
     REDIS_URL,
     WORKER_PROCESSES,
@@ -172,7 +173,7 @@ def _inferbox_drivers(client: Any, batch_size: int,
         return lambda payload: client.predict(payload, queue="bench", timeout=PAYLOAD_TIMEOUT)
 
     def mapped(payloads: list[Any]) -> list[Any]:
-        return list(client.map(payloads, queue="bench", concurrency=CLIENT_THREADS,
+        return list(client.map(payloads, queue="bench", concurrency=MAP_IN_FLIGHT,
                                timeout=PAYLOAD_TIMEOUT))  # fmt: skip
 
     if batch_size > 1:

@@ -20,7 +20,7 @@ from storage import BlobStore, open_store
 
 from . import errors, web
 from .auth import TokenTable
-from .blueprints import activity, compat, leases, meta, metrics, pages, queues, tasks
+from .blueprints import activity, batches, compat, leases, meta, metrics, pages, queues, tasks
 from .janitor import Janitor
 from .mailbox import Backpressure, Mailbox
 from .notify import Notifier
@@ -80,8 +80,8 @@ def create_app(
     app.extensions["inferbox"].sources = PayloadSources(settings.payload_sources,
                                                         own_store=settings.storage_url)
 
-    for blueprint in (tasks.bp, leases.bp, queues.bp, meta.bp, activity.bp, metrics.bp, pages.bp,
-                      compat.bp):
+    for blueprint in (tasks.bp, batches.bp, leases.bp, queues.bp, meta.bp, activity.bp,
+                      metrics.bp, pages.bp, compat.bp):
         app.register_blueprint(blueprint)
     if settings.embedded and settings.webhook_secret:
         deliver_webhooks_in_process(settings, queue, mailbox.notifier)

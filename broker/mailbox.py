@@ -45,7 +45,7 @@ from .errors import (
     Unavailable,
 )
 from .notify import Notifier
-from .queue import Completion, NewTask, TaskQueue
+from .queue import Completion, NewTask, Submitted, TaskQueue
 from .reindex import RECORDED, state_record
 from .task import Lease, Task, iso, new_task_id
 
@@ -63,6 +63,15 @@ class ResultUpload:
     body: bytes
     content_type: str
     model_version: str = ""
+
+
+@dataclass(frozen=True)
+class PayloadUpload:
+    """One payload of a batch posted to ``submit_many``."""
+
+    body: bytes
+    content_type: str
+    idempotency_key: str | None = None
 
 
 @contextmanager
@@ -147,6 +156,85 @@ class Mailbox:
             self._discard(key)  # a concurrent submit with the same key won the race
         return self.queue.get(submitted.task_id), submitted.created
 
+    def submit_many(
+        self, uploads: Sequence[PayloadUpload], *, queue: str, owner: str, priority: int,
+        max_attempts: int, ttl: int,
+    ) -> list[tuple[Task, bool]]:  # fmt: skip
+        """``submit`` for a batch sharing its options: (task, created) per upload, in order.
+
+        Same rules as ``submit``, in a few Redis round trips for the lot: replays are looked
+        up first; the new tasks are admitted together (the batch fits under the queue depth
+        whole, or QueueFull refuses it whole, and each spends a rate token); their payloads are
+        stored, then indexed in one pipeline, and deleted if indexing fails.
+        """
+        keyed = [(i, u.idempotency_key) for i, u in enumerate(uploads) if u.idempotency_key]
+        replays = dict(zip((i for i, _ in keyed),
+                           self.queue.find_replays(owner, [key for _, key in keyed]),
+                           strict=True))  # fmt: skip
+        fresh = [i for i in range(len(uploads)) if not replays.get(i)]
+        if fresh:
+            limits = self.backpressure
+            self.queue.admit(owner, queue, max_depth=limits.max_queue_depth,
+                             rate=limits.submit_rate, burst=limits.submit_burst,
+                             count=len(fresh))  # fmt: skip
+        news = self._store_payloads([uploads[i] for i in fresh], queue=queue, owner=owner,
+                                    priority=priority, max_attempts=max_attempts, ttl=ttl)
+        submitted = self._index_many(news, [uploads[i].idempotency_key for i in fresh])
+        ids: list[str] = [replays.get(i) or "" for i in range(len(uploads))]
+        created = [False] * len(uploads)
+        for i, outcome in zip(fresh, submitted, strict=True):
+            ids[i], created[i] = outcome.task_id, outcome.created
+        tasks = self.queue.get_many(ids)
+        for task_id, task in zip(ids, tasks, strict=True):
+            if task is None:  # a replayed key's task, retired since (as ``submit`` raises)
+                raise TaskNotFound(f"no task {task_id}")
+        return [(task, new) for task, new in zip(tasks, created, strict=True) if task]
+
+    def _store_payloads(
+        self, uploads: Sequence[PayloadUpload], *, queue: str, owner: str, priority: int,
+        max_attempts: int, ttl: int,
+    ) -> list[NewTask]:  # fmt: skip
+        """Write each payload blob; on any failure delete those written and raise."""
+        news: list[NewTask] = []
+        created_at = iso(self.queue.clock()) or ""
+        try:
+            for upload in uploads:
+                task_id = new_task_id()
+                metadata = {
+                    "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
+                    "max_attempts": str(max_attempts), "ttl": str(ttl), "created_at": created_at,
+                }  # fmt: skip
+                with _storage_errors("store the payload"):
+                    info = self.store.put(K.payload_key(task_id), io.BytesIO(upload.body),
+                                          content_type=upload.content_type, metadata=metadata)
+                news.append(NewTask(queue=queue, owner=owner, content_type=upload.content_type,
+                                    size=info.size, priority=priority, max_attempts=max_attempts,
+                                    ttl=ttl, task_id=task_id))  # fmt: skip
+        except BaseException:
+            for new in news:
+                self._discard(K.payload_key(new.task_id))
+            raise
+        return news
+
+    def _index_many(self, news: Sequence[NewTask], keys: Sequence[str | None]) -> list[Submitted]:
+        """Index the stored payloads; blobs no task ends up naming are deleted."""
+        if not news:
+            return []
+        try:
+            submitted = self.queue.submit_many(list(zip(news, keys, strict=True)))
+        except Unavailable:
+            for new in news:
+                self._discard_unless_indexed(new.task_id)
+            raise
+        except BaseException:  # the process is being stopped
+            for new in news:
+                self._discard(K.payload_key(new.task_id))
+            raise
+        for new, outcome in zip(news, submitted, strict=True):
+            if outcome.task_id != new.task_id:  # its key named an earlier task
+                self._discard(K.payload_key(new.task_id))
+        return submitted
+
     def task(self, task_id: str, owner: str | None) -> Task:
         """The task if ``owner`` may see it (None: any owner). Others' tasks look unknown."""
         task = self.queue.get(task_id)
@@ -164,6 +252,23 @@ class Mailbox:
                 remaining = deadline - time.monotonic()
                 if task.is_final or remaining <= 0 or self.closing.is_set():
                     return task
+                woken.wait(min(self.recheck, remaining))
+
+    def wait_any(self, task_ids: Sequence[str], owner: str | None, seconds: float
+                 ) -> list[Task | None]:  # fmt: skip
+        """The tasks (None for unknown ids and others' tasks), in order, as soon as one of them
+        is final or unknown, or as they stand after ``seconds``. One listener for all of them
+        on the process's notifier, and one Redis round trip per look."""
+        deadline = time.monotonic() + seconds
+        with self.notifier.listen(f"done:{task_id}" for task_id in task_ids) as woken:
+            while True:
+                woken.clear()
+                tasks = [task if task is not None and owner in (None, task.owner) else None
+                         for task in self.queue.get_many(task_ids)]  # fmt: skip
+                remaining = deadline - time.monotonic()
+                if (any(task is None or task.is_final for task in tasks) or remaining <= 0
+                        or self.closing.is_set()):  # fmt: skip
+                    return tasks
                 woken.wait(min(self.recheck, remaining))
 
     def open_result(self, task: Task) -> Blob:

@@ -1,13 +1,18 @@
-"""Reading ``multipart/mixed`` request bodies (RFC 2046): the framing of batched results.
+"""``multipart/mixed`` (RFC 2046): the framing of batches, both ways.
 
-Bodies are read whole (they are bounded by the broker's payload limit) and split on the boundary;
-part bodies come back byte for byte. Malformed framing raises ``InvalidRequest``.
+Request bodies are read whole (they are bounded by the broker's payload limit) and split on the
+boundary; part bodies come back byte for byte. Malformed framing raises ``InvalidRequest``.
+Answers are streamed (:func:`stream`): blob parts are read chunk by chunk, never buffered.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+from storage import Blob
 
 from .errors import InvalidRequest
 
@@ -59,3 +64,47 @@ def _part(chunk: bytes) -> Part:
             raise InvalidRequest(f"malformed multipart header line {line[:100]!r}")
         headers[name.strip().lower()] = value.strip()
     return Part(headers, body)
+
+
+@dataclass(frozen=True)
+class OutPart:
+    """One part of an answer: its headers and its body, bytes or a blob streamed from storage."""
+
+    headers: dict[str, str]
+    body: bytes | Blob
+
+    @property
+    def size(self) -> int:
+        return len(self.body) if isinstance(self.body, bytes) else self.body.info.size
+
+
+def stream(parts: Sequence[OutPart]) -> tuple[Iterator[bytes], int, str]:
+    """(body chunks, Content-Length, Content-Type) of a multipart/mixed answer of ``parts``.
+
+    Every blob is closed once the body is read through, or abandoned by a client that left.
+    """
+    boundary = secrets.token_hex(16)
+    heads = []
+    for part in parts:
+        headers = {**part.headers, "Content-Length": str(part.size)}
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        heads.append(f"--{boundary}\r\n{lines}\r\n".encode("latin-1"))
+    closing = f"--{boundary}--\r\n".encode()
+    length = sum(len(head) + part.size + 2 for head, part in zip(heads, parts, strict=True))
+
+    def body() -> Iterator[bytes]:
+        try:
+            for head, part in zip(heads, parts, strict=True):
+                yield head
+                if isinstance(part.body, bytes):
+                    yield part.body
+                else:
+                    yield from part.body.iter_chunks()
+                yield b"\r\n"
+            yield closing
+        finally:
+            for part in parts:
+                if not isinstance(part.body, bytes):
+                    part.body.close()
+
+    return body(), length + len(closing), f"multipart/mixed; boundary={boundary}"

@@ -168,6 +168,21 @@ SCHEMAS: dict[str, Any] = {
              "properties": {"task_id": {"type": "string"}, "error": {"type": "string"},
                             "message": {"type": "string"}}}]}}},
     },
+    "Batch": {
+        "type": "object", "required": ["tasks"],
+        "properties": {"tasks": {"type": "array", "items": {"allOf": [
+            _ref("Task"),
+            {"type": "object", "required": ["replayed"],
+             "properties": {"replayed": {"type": "boolean"}}}]}}},
+    },
+    "ResultsQuery": {
+        "type": "object", "required": ["task_ids"], "additionalProperties": False,
+        "properties": {
+            "task_ids": {"type": "array", "items": _printable(64), "minItems": 1,
+                         "maxItems": K.MAX_TASKS_PER_TAKE},
+            "wait": {"type": "number", "minimum": 0},
+        },
+    },
     "Release": {
         "type": "object", "required": ["lease_id"],
         "properties": {"lease_id": {**_printable(64), "minLength": 1}},
@@ -271,6 +286,54 @@ def _getresult() -> dict[str, Any]:
             "503": _error("Redis or storage failed"),
         },
     }}  # fmt: skip
+
+
+def _batch_ops() -> dict[str, Any]:
+    options = [("queue", QUEUE, "queue (model) name, default 'default'"),
+               ("priority", _integer(0, K.MAX_PRIORITY), "0-9, higher first"),
+               ("max_attempts", _integer(1, K.MAX_ATTEMPTS_LIMIT), "attempts"),
+               ("ttl", _integer(1, K.MAX_TTL), "seconds it may wait queued")]
+    # OpenAPI 3.1 cannot describe multipart/mixed framing: the bodies are declared as bytes.
+    predictbatch = {"post": {
+        "summary": "Submit several tasks at once: one multipart/mixed part per payload",
+        "description": "The body is multipart/mixed; boundary=... (RFC 2046) with 1 to "
+                       f"{K.MAX_TASKS_PER_TAKE} parts, each a payload with its own Content-Type "
+                       "and optionally its own Idempotency-Key. The options apply to every "
+                       "task (or come as the X-Inferbox-* headers of /predict). Every part is "
+                       "checked before anything is stored; a refusal stores nothing.",
+        "parameters": [_param(name, "query", schema, text) for name, schema, text in options],
+        "requestBody": {"required": True, "content": {"multipart/mixed": {
+            "schema": {"type": "string", "format": "binary"}}}},
+        "responses": {
+            "202": _json("Batch", "queued: one status document per part, in order; replayed "
+                                  "for a part whose Idempotency-Key named a task already"),
+            "400": _error("bad framing, option, queue name or part header"), **AUTH_ERRORS,
+            "413": _error("body over the payload limit"),
+            "429": {**_error("the queue has no room for the whole batch, or the token "
+                             "submits too fast (every task counts)"), "headers": RETRY_AFTER},
+            "503": _error("Redis or storage failed"),
+        },
+    }}  # fmt: skip
+    getresults = {"post": {
+        "summary": "Collect the outcomes of several tasks, long-polling until one has ended",
+        "description": "Answers as soon as one of task_ids has ended (or is unknown), or when "
+                       "wait runs out: multipart/mixed with one part per such task, carrying "
+                       "X-Inferbox-Task-Id and X-Inferbox-Status (succeeded: the result bytes "
+                       "with the worker's Content-Type and X-Inferbox-Model-Version; failed, "
+                       "canceled, expired: the status document; not_found, also for another "
+                       "owner's task: an error document). Tasks still queued or running are left "
+                       "out: ask again for them.",
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ResultsQuery")}}},
+        "responses": {
+            "200": {"description": "one part per ended or unknown task",
+                    "content": {"multipart/mixed": {
+                        "schema": {"type": "string", "format": "binary"}}}},
+            "204": {"description": "none of the tasks ended within wait"},
+            "400": _error("bad task_ids or wait"), **AUTH_ERRORS,
+            "503": _error("Redis or storage failed"),
+        },
+    }}  # fmt: skip
+    return {"/predictbatch": predictbatch, "/getresults": getresults}
 
 
 # The spec language cannot say "in the body, or else in a header or the query string", so the
@@ -510,6 +573,6 @@ def spec() -> dict[str, Any]:
             "functionKey": {"type": "apiKey", "in": "query", "name": "code"},
             "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"}}},
         "security": [{"bearer": []}],
-        "paths": {"/predict": _predict(), "/getresult/{task_id}": _getresult(), **_task_ops(),
-                  **_worker_ops(), **_operator_ops(), **_compat_ops()},
+        "paths": {"/predict": _predict(), "/getresult/{task_id}": _getresult(), **_batch_ops(),
+                  **_task_ops(), **_worker_ops(), **_operator_ops(), **_compat_ops()},
     }  # fmt: skip

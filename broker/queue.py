@@ -71,6 +71,19 @@ class Submitted:
     created: bool  # False: an idempotency key named an existing task
 
 
+def _task_fields(new: NewTask, now: float) -> list[str]:
+    """The field/value pairs of a new task's hash, flat, as the submit script takes them."""
+    fields = {
+        "id": new.task_id, "queue": new.queue, "owner": new.owner,
+        "priority": new.priority, "max_attempts": new.max_attempts, "ttl": new.ttl,
+        "expires_at": f"{now + new.ttl:.3f}", "content_type": new.content_type,
+        "size": new.size, "payload_key": K.payload_key(new.task_id),
+    }  # fmt: skip
+    if new.webhook_url:
+        fields |= {"webhook_url": new.webhook_url, "webhook_events": ",".join(new.webhook_events)}
+    return [str(part) for pair in fields.items() for part in pair]
+
+
 class _Scripts:
     """The Lua scripts, each prefixed with ``common.lua`` and registered once (called by SHA)."""
 
@@ -114,15 +127,19 @@ class TaskQueue:
     # -- clients --------------------------------------------------------------------------------
 
     def admit(
-        self, owner: str, queue: str, *, max_depth: int = 0, rate: float = 0.0, burst: int = 0
-    ) -> None:
-        """Check backpressure before a submit stores anything; spend one of ``owner``'s tokens.
+        self, owner: str, queue: str, *, max_depth: int = 0, rate: float = 0.0, burst: int = 0,
+        count: int = 1,
+    ) -> None:  # fmt: skip
+        """Check backpressure before a submit stores anything; spend ``owner``'s tokens.
 
-        Raises QueueFull when ``queue`` holds ``max_depth`` tasks, RateLimited when ``owner``
-        submits faster than ``rate`` per second (bursts of ``burst``). Zero disables a check.
+        Raises QueueFull when ``queue`` has no room for ``count`` more tasks under ``max_depth``,
+        RateLimited when ``owner`` submits faster than ``rate`` per second (bursts of ``burst``).
+        Zero disables a check. A batch (``count`` > 1) spends one token per task; it needs
+        ``min(count, burst)`` on hand and may leave the bucket in debt, which later submits wait
+        out, so the long-run rate holds whatever the batch size.
         """
         burst = burst or max(1, math.ceil(rate))
-        outcome, *rest = self._run("admit", owner, queue, max_depth, f"{rate:.6f}", burst)
+        outcome, *rest = self._run("admit", owner, queue, max_depth, f"{rate:.6f}", burst, count)
         if outcome == b"full":
             raise QueueFull(
                 f"queue {queue} is full ({int(rest[0])} tasks queued): try again later",
@@ -162,6 +179,40 @@ class TaskQueue:
             raise QueueFull(f"queue {new.queue} is full ({int(value)} tasks queued): try again "
                             "later", retry_after=K.QUEUE_FULL_RETRY_AFTER)  # fmt: skip
         return Submitted(value.decode(), created=outcome == b"created")
+
+    def submit_many(
+        self, batch: Sequence[tuple[NewTask, str | None]]
+    ) -> list[Submitted]:
+        """``submit`` for several (task, idempotency key) pairs in one round trip, each still
+        its own atomic script, in order (a key used twice in the batch names the first task).
+
+        The depth is not checked here: ``admit`` with ``count`` checks it for the whole batch
+        first. Raises Unavailable for the lot when Redis fails (some may then be indexed).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        now = self.clock()
+        submit = self._scripts.submit  # type: ignore[attr-defined]  # set in _Scripts
+        for new, key in batch:
+            idem = self.keys.idempotency(new.owner, key) if key else ""
+            args = [self.keys.prefix, f"{now:.3f}", new.task_id, new.queue, new.priority, idem,
+                    self.idempotency_ttl, 0, *_task_fields(new, now)]  # fmt: skip
+            submit(args=args, client=pipe)
+        try:
+            answers = pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed during submit: {exc}") from exc
+        return [Submitted(value.decode(), created=outcome == b"created")
+                for outcome, value in answers]  # fmt: skip
+
+    def find_replays(self, owner: str, idempotency_keys: Sequence[str]) -> list[str | None]:
+        """``find_replay`` for several keys in one round trip."""
+        if not idempotency_keys:
+            return []
+        try:
+            found = self.redis.mget([self.keys.idempotency(owner, key) for key in idempotency_keys])
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed: {exc}") from exc
+        return [value.decode() if isinstance(value, bytes) else None for value in found]
 
     def find_replay(self, owner: str, idempotency_key: str) -> str | None:
         """The task id an idempotency key already names, if any (a read-only pre-check)."""

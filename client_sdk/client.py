@@ -10,12 +10,14 @@ whose methods hand off to its ``Client``::
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Sized
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass
+from itertools import islice
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +28,7 @@ from client_sdk.codec import BINARY, Encoded, ImageAs, decode, encode
 from client_sdk.errors import (
     APIError,
     BrokerUnavailable,
+    NotFound,
     ProtocolError,
     TaskCanceled,
     TaskError,
@@ -36,8 +39,11 @@ from client_sdk.errors import (
 )
 from client_sdk.http import (
     RETRY_STATUSES,
+    Part,
     json_document,
     make_session,
+    multipart_body,
+    parse_multipart,
     raise_for_error,
     send,
     task_url,
@@ -53,10 +59,20 @@ MAX_RETRY_AFTER = 60.0
 # hold the request; pausing keeps such a broker from being polled in a tight loop.
 _MIN_POLL_INTERVAL = 1.0
 
+# The most tasks one /predictbatch or /getresults request may name (the broker's limit).
+MAX_BATCH = 100
+# Payloads per /predictbatch that Client.map sends at most.
+MAP_CHUNK = 64
+
 _OUTCOME_ERRORS: dict[int, type[TaskError]] = {
     424: TaskFailed,
     409: TaskCanceled,
     410: TaskExpired,
+}
+_STATUS_ERRORS: dict[str, type[TaskError]] = {
+    "failed": TaskFailed,
+    "canceled": TaskCanceled,
+    "expired": TaskExpired,
 }
 
 
@@ -179,6 +195,81 @@ class Client:
                 delay = backoff.next_delay()  # counts the attempt
                 time.sleep(min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after else delay)
 
+    def submit_many(
+        self, payloads: Iterable[Any], *, queue: str = "default",
+        content_type: str | None = None, priority: int | None = None,
+        max_attempts: int | None = None, ttl: int | None = None,
+    ) -> list[Task]:  # fmt: skip
+        """Queue every payload, all with the same options, and return their ``Task``s in order.
+
+        Like ``submit`` for each payload (same encodings, options and errors), but in one
+        ``POST /predictbatch`` per ``MAX_BATCH`` payloads. Each payload carries its own
+        ``Idempotency-Key``, so a batch retried after a connection failure, a 502/503/504 or a
+        ``429`` (after its ``Retry-After``) never queues a task twice. A batch the broker
+        refuses (a bad option, a full queue once retries run out) queues none of its tasks;
+        earlier batches stay queued.
+        """
+        options = {"priority": priority, "max_attempts": max_attempts, "ttl": ttl}
+        params: dict[str, Any] = {"queue": queue}
+        params.update({name: value for name, value in options.items() if value is not None})
+        source = iter(payloads)
+        tasks: list[Task] = []
+        while chunk := list(islice(source, MAX_BATCH)):
+            tasks += self._post_batch(chunk, content_type, params)
+        return tasks
+
+    def _post_batch(
+        self, payloads: Sequence[Any], content_type: str | None, params: dict[str, Any]
+    ) -> list[Task]:
+        parts = []
+        for payload in payloads:
+            body, default_type = encode(payload)
+            headers = {"Content-Type": content_type or default_type,
+                       "Idempotency-Key": uuid.uuid4().hex}  # fmt: skip
+            parts.append((headers, body))
+        body, multipart_type = multipart_body(parts)
+        response = self._retrying(lambda: self._checked(send(
+            self._session, "POST", task_url(self.url, "predictbatch"), params=params,
+            headers={"Content-Type": multipart_type}, data=body, timeout=self.timeout)))
+        documents = json_document(response).get("tasks")
+        if not isinstance(documents, list) or len(documents) != len(payloads):
+            raise ProtocolError("the broker's answer does not list one task per payload")
+        tasks = []
+        for document in documents:
+            task_id = document.get("task_id") if isinstance(document, dict) else None
+            if not isinstance(task_id, str) or not task_id:
+                raise ProtocolError("the broker accepted a batch but sent a task without an id")
+            tasks.append(Task(self, task_id, document))
+        return tasks
+
+    def _retrying(self, attempt: Callable[[], requests.Response]) -> requests.Response:
+        """``attempt()`` again, as ``submit`` retries: after a connection failure, a 502/503/504
+        or a 429, sleeping the ``Retry-After`` when the broker sent one."""
+        backoff = Backoff(base=0.5, cap=8.0)
+        while True:
+            try:
+                return attempt()
+            except (BrokerUnavailable, TooManyRequests) as exc:
+                if backoff.attempts >= self.retries or not _worth_retrying(exc):
+                    raise
+                delay = backoff.next_delay()  # counts the attempt
+                time.sleep(min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after else delay)
+
+    @staticmethod
+    def _checked(response: requests.Response) -> requests.Response:
+        raise_for_error(response)
+        return response
+
+    def _get_results(self, task_ids: Sequence[str], wait: int) -> list[Part]:
+        """The parts of ``POST /getresults``: one per task of ``task_ids`` that ended (or is
+        unknown) within ``wait`` seconds; [] when none did."""
+        response = self._retrying(lambda: self._checked(send(
+            self._session, "POST", task_url(self.url, "getresults"),
+            json={"task_ids": list(task_ids), "wait": wait}, timeout=self.timeout + wait)))
+        if response.status_code == 204:
+            return []
+        return parse_multipart(response.headers.get("Content-Type") or "", response.content)
+
     def task(self, task_id: str) -> Task:
         """A handle on an existing task. No request is made until a method is called."""
         if not task_id:
@@ -223,7 +314,7 @@ class Client:
         return task.result(remaining, image=image)
 
     def map(
-        self, payloads: Iterable[Any], *, queue: str = "default", concurrency: int = 16,
+        self, payloads: Iterable[Any], *, queue: str = "default", concurrency: int = 64,
         timeout: float | None = None, progress: bool = False, return_exceptions: bool = False,
         image: ImageAs = "bytes", **options: Any,
     ) -> Iterator[Any]:  # fmt: skip
@@ -232,31 +323,60 @@ class Client:
         Payloads are read lazily, so the input may be a generator of any length. A task that
         fails raises its ``TaskError`` when its turn comes (``return_exceptions=True`` yields
         the exception instead and goes on). ``progress`` shows a tqdm bar. ``timeout`` applies
-        to each result; ``options`` are those of ``submit``. Each task is one ``predict``: one
-        request when its worker answers within ``MAX_WAIT`` seconds.
+        to each result (a task still unfinished then gives ``TaskTimeout`` and goes on at the
+        broker); ``options`` are those of ``submit_many``. Tasks are submitted up to
+        ``MAP_CHUNK`` per request (``submit_many``) and collected with long polls that each
+        bring back whichever results are ready (``POST /getresults``): a few requests per
+        batch of tasks, not two per task.
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-
-        def one(payload: Any) -> Any:
-            return self.predict(payload, queue=queue, timeout=timeout, image=image, **options)
-
         bar = _progress_bar(payloads, enabled=progress)
-        pending: deque[Future[Any]] = deque()
         source = iter(payloads)
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="inferbox-map") as pool:
-            try:
-                for payload in source:
-                    pending.append(pool.submit(one, payload))
-                    if len(pending) >= concurrency:
-                        yield _outcome(pending.popleft(), return_exceptions, bar)
-                while pending:
-                    yield _outcome(pending.popleft(), return_exceptions, bar)
-            finally:
-                for future in pending:
-                    future.cancel()
-                if bar is not None:
-                    bar.close()
+        window: deque[_InFlight] = deque()  # in input order; finished ones wait for their turn
+        outcomes: dict[str, Any] = {}
+        try:
+            while True:
+                while len(window) < concurrency and (chunk := list(islice(
+                        source, min(MAP_CHUNK, concurrency - len(window))))):  # fmt: skip
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    tasks = self.submit_many(chunk, queue=queue, **options)
+                    window.extend(_InFlight(task.id, deadline) for task in tasks)
+                if not window:
+                    return
+                if window[0].task_id not in outcomes:
+                    self._collect(window, outcomes, timeout, image)
+                while window and window[0].task_id in outcomes:
+                    done = window.popleft()
+                    yield _map_outcome(outcomes.pop(done.task_id), return_exceptions, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _collect(
+        self, window: Sequence[_InFlight], outcomes: dict[str, Any], timeout: float | None,
+        image: ImageAs,
+    ) -> None:  # fmt: skip
+        """One long poll for the oldest unfinished tasks of ``window``: record the outcomes
+        that came back, and a ``TaskTimeout`` for each task whose deadline passed."""
+        asking = [item for item in window if item.task_id not in outcomes][:MAX_BATCH]
+        deadlines = [item.deadline for item in asking if item.deadline is not None]
+        deadline = min(deadlines) if deadlines else None
+        wait = _wait_seconds(deadline)
+        asked_at = time.monotonic()
+        parts = self._get_results([item.task_id for item in asking], wait)
+        wanted = {item.task_id for item in asking}
+        for part in parts:
+            task_id = part.headers.get("X-Inferbox-Task-Id") or ""
+            if task_id in wanted:
+                outcomes[task_id] = _part_outcome(task_id, part, image)
+        now = time.monotonic()
+        for item in asking:
+            if item.task_id not in outcomes and item.deadline is not None and now >= item.deadline:
+                message = f"task {item.task_id} is still unfinished after {timeout} s"
+                outcomes[item.task_id] = TaskTimeout(message, task_id=item.task_id, doc={})
+        if not parts:
+            _pace(time.monotonic() - asked_at, wait, deadline)
 
     def result(
         self, task_id: str, timeout: float | None = None, *, image: ImageAs = "bytes",
@@ -415,16 +535,52 @@ def _progress_bar(payloads: Iterable[Any], *, enabled: bool) -> Any:
     return tqdm(total=total, unit=" tasks", dynamic_ncols=True)
 
 
-def _outcome(future: Future[Any], return_exceptions: bool, bar: Any) -> Any:
+@dataclass(frozen=True)
+class _InFlight:
+    """A task of ``Client.map`` whose result is not yet yielded."""
+
+    task_id: str
+    deadline: float | None  # monotonic; None: no timeout
+
+
+def _map_outcome(outcome: Any, return_exceptions: bool, bar: Any) -> Any:
+    """The value to yield for one task of ``map``; raises its error unless it is a
+    ``TaskError`` to be returned."""
+    if bar is not None:
+        bar.update(1)
+    if isinstance(outcome, TaskError) and return_exceptions:
+        return outcome
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def _part_outcome(task_id: str, part: Part, image: ImageAs) -> Any:
+    """The decoded result a part of ``/getresults`` carries, or the exception it stands for."""
+    status = part.headers.get("X-Inferbox-Status") or ""
+    if status == "succeeded":
+        try:
+            return decode(part.body, part.headers.get("Content-Type"), images=image)
+        except ValueError:
+            return ProtocolError(f"task {task_id}: result does not match its type")
+    if status == "not_found":
+        return NotFound(f"no task {task_id}", status_code=404, error="not_found")
+    error_class = _STATUS_ERRORS.get(status)
     try:
-        return future.result()
-    except TaskError as exc:
-        if not return_exceptions:
-            raise
-        return exc
-    finally:
-        if bar is not None:
-            bar.update(1)
+        document = json.loads(part.body)
+    except ValueError:
+        document = None
+    if error_class is None or not isinstance(document, dict):
+        return ProtocolError(f"task {task_id}: unexpected /getresults part ({status or 'no'} "
+                             "status)")  # fmt: skip
+    return _task_error(task_id, error_class, document)
+
+
+def _task_error(task_id: str, error_class: type[TaskError], document: dict[str, Any]) -> TaskError:
+    message = f"task {task_id} {document.get('status')}"
+    if error_class is TaskFailed:
+        message += f": {document.get('error') or 'no error text'}"
+    return error_class(message, task_id=task_id, doc=document)
 
 
 def _final_outcome(
@@ -443,7 +599,4 @@ def _final_outcome(
     if error_class is None or document is None:
         raise_for_error(response)
         raise ProtocolError(f"unexpected {response.status_code} answer for task {task_id}")
-    message = f"task {task_id} {document.get('status')}"
-    if error_class is TaskFailed:
-        message += f": {document.get('error') or 'no error text'}"
-    raise error_class(message, task_id=task_id, doc=document)
+    raise _task_error(task_id, error_class, document)

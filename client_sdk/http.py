@@ -9,6 +9,8 @@ from __future__ import annotations
 import email.utils
 import inspect
 import re
+import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -40,6 +42,7 @@ __all__ = [
     "error_from_response",
     "json_document",
     "make_session",
+    "multipart_body",
     "parse_content_type",
     "parse_multipart",
     "raise_for_error",
@@ -325,3 +328,21 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
         parts.append(_parse_part(body[line_end + 2 : max(start, line_end + 2)]))
         line_end = next_end
     return parts
+
+
+def multipart_body(parts: Iterable[tuple[Mapping[str, str], bytes]]) -> tuple[bytes, str]:
+    """(body, Content-Type) of a ``multipart/mixed`` message of ``(headers, body)`` parts.
+
+    Raises ``ValueError`` for a header value with a line break (it would forge headers).
+    """
+    boundary = secrets.token_hex(16)
+    chunks: list[bytes] = []
+    for headers, body in parts:
+        lines = []
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name} must not contain a line break: {value!r}")
+            lines.append(f"{name}: {value}\r\n")
+        chunks += [f"--{boundary}\r\n{''.join(lines)}\r\n".encode("latin-1"), body, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/mixed; boundary={boundary}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache, partial
-from typing import IO, cast
+from typing import IO, NamedTuple, cast
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
@@ -39,16 +39,7 @@ def predict() -> Response:
     principal = authorize(CLIENT)
     known_query("queue", "priority", "max_attempts", "ttl", "webhook", "webhook_events", "wait")
     settings = box().settings
-    queue = option("queue", "X-Inferbox-Queue",
-                   check=partial(options.queue_name, default=K.DEFAULT_QUEUE))
-    principal.require_queues([queue])
-    priority = option("priority", "X-Inferbox-Priority", check=lambda raw: options.integer(
-        "priority", raw, default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY))  # fmt: skip
-    max_attempts = option("max_attempts", "X-Inferbox-Max-Attempts", check=lambda raw: (
-        options.integer("max_attempts", raw, default=settings.default_max_attempts, low=1,
-                        high=K.MAX_ATTEMPTS_LIMIT)))  # fmt: skip
-    ttl = option("ttl", "X-Inferbox-Ttl", check=lambda raw: options.integer(
-        "ttl", raw, default=settings.default_ttl, low=1, high=K.MAX_TTL))  # fmt: skip
+    queue, priority, max_attempts, ttl = submit_options(principal)
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
     wait = options.wait_seconds(request.args.get("wait"), settings.max_wait)
     webhook_url, webhook_events = _webhook()
@@ -69,6 +60,30 @@ def predict() -> Response:
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+class SubmitOptions(NamedTuple):
+    queue: str
+    priority: int
+    max_attempts: int
+    ttl: int
+
+
+def submit_options(principal: Principal) -> SubmitOptions:
+    """The task options of a submit, from the query string or their X-Inferbox-* headers,
+    checked, with the queue one the principal may use."""
+    settings = box().settings
+    queue = option("queue", "X-Inferbox-Queue",
+                   check=partial(options.queue_name, default=K.DEFAULT_QUEUE))
+    principal.require_queues([queue])
+    priority = option("priority", "X-Inferbox-Priority", check=lambda raw: options.integer(
+        "priority", raw, default=K.DEFAULT_PRIORITY, low=0, high=K.MAX_PRIORITY))  # fmt: skip
+    max_attempts = option("max_attempts", "X-Inferbox-Max-Attempts", check=lambda raw: (
+        options.integer("max_attempts", raw, default=settings.default_max_attempts, low=1,
+                        high=K.MAX_ATTEMPTS_LIMIT)))  # fmt: skip
+    ttl = option("ttl", "X-Inferbox-Ttl", check=lambda raw: options.integer(
+        "ttl", raw, default=settings.default_ttl, low=1, high=K.MAX_TTL))  # fmt: skip
+    return SubmitOptions(queue, priority, max_attempts, ttl)
 
 
 @contextmanager

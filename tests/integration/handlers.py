@@ -69,3 +69,9 @@ def doomed(payload: dict[str, Any]) -> dict[str, Any]:
     if payload.get("poison"):
         os._exit(3)
     return {"value": payload["value"] * 2}
+
+
+def poison_batch(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``poison`` as a batch handler: a batch with a poison pill raises, and the worker then
+    runs its items one by one, so only the pill fails."""
+    return [poison(payload) for payload in payloads]

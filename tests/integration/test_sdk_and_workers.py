@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from client_sdk import Client, TaskCanceled
+from client_sdk import Client, TaskCanceled, TaskFailed
 from client_sdk.batch import JOURNAL
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import CLIENT_TOKEN, ROOT, Broker, child_env
@@ -131,3 +131,20 @@ def test_sigterm_hands_fetched_tasks_back_at_once(broker: Broker, batch_size: st
     by_worker = {doc["worker_id"] for doc in docs}
     assert by_worker == {"first", "second"}
     assert all(doc["attempts"] == 1 for doc in docs)  # released attempts do not count
+
+
+def test_map_over_250_payloads_takes_a_few_requests_per_batch(broker: Broker):
+    broker.spawn_worker("poison_batch", "--batch-size", "16", worker_id="w-batched")
+    payloads = [{"value": i, "poison": i == 17} for i in range(250)]
+    sent: list[str] = []
+    with Client(broker.url, token=CLIENT_TOKEN, timeout=60) as client:
+        client._session.hooks["response"].append(
+            lambda response, *args, **kwargs: sent.append(response.request.path_url))
+        outcomes = list(client.map(payloads, concurrency=128, timeout=120,
+                                   return_exceptions=True))  # fmt: skip
+    assert [outcome for i, outcome in enumerate(outcomes) if i != 17] == [
+        {"value": 2 * i} for i in range(250) if i != 17]
+    assert isinstance(outcomes[17], TaskFailed) and "poison pill" in outcomes[17].error
+    print(f"Client.map: {len(sent)} requests for 250 tasks")
+    assert {path.split("?")[0] for path in sent} == {"/predictbatch", "/getresults"}
+    assert len(sent) <= 250 // 5, f"{len(sent)} requests for 250 tasks"

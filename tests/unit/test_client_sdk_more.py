@@ -18,12 +18,14 @@ from PIL import Image
 
 from client_sdk import Client, TaskFailed
 from client_sdk.codec import decode, encode, read_file
+from client_sdk.http import multipart_body, parse_multipart
 
 BROKER = "http://broker.test"
 
 
 class FakeBroker:
-    """Answers /predict with a new task id and /getresult with the payload's JSON doubled."""
+    """Answers /predict with a new task id and /getresult with the payload's JSON doubled;
+    /predictbatch and /getresults likewise, in batches."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.payloads: dict[str, bytes] = {}
@@ -32,6 +34,7 @@ class FakeBroker:
         self.in_flight = 0
         self.most_in_flight = 0
         self.lock = threading.Lock()
+        self.batches: list[int] = []
 
     def predict(self, request: requests.PreparedRequest):
         with self.lock:
@@ -52,6 +55,39 @@ class FakeBroker:
             return 424, {}, json.dumps({"task_id": task_id, "status": "failed", "error": "boom"})
         return 200, {"Content-Type": "application/json"}, json.dumps(value * 2)
 
+    def predictbatch(self, request: requests.PreparedRequest):
+        docs = []
+        for part in parse_multipart(request.headers["Content-Type"], request.body):
+            with self.lock:
+                task_id = f"T{len(self.payloads)}"
+                self.payloads[task_id] = part.body
+                self.types[task_id] = part.headers["Content-Type"]
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            docs.append({"task_id": task_id, "status": "queued"})
+        self.batches.append(len(docs))
+        return 202, {}, json.dumps({"tasks": docs})
+
+    def getresults(self, request: requests.PreparedRequest):
+        """The older half of the tasks asked for end now (at least one): the client asks
+        again for the rest."""
+        asked = json.loads(request.body)["task_ids"]
+        time.sleep(self.delay)
+        parts = []
+        for task_id in asked[: max(1, len(asked) // 2)]:
+            with self.lock:
+                self.in_flight -= 1
+            value = json.loads(self.payloads[task_id])
+            if value is None:
+                doc = {"task_id": task_id, "status": "failed", "error": "boom"}
+                parts.append(({"X-Inferbox-Task-Id": task_id, "X-Inferbox-Status": "failed",
+                               "Content-Type": "application/json"}, json.dumps(doc).encode()))
+            else:
+                parts.append(({"X-Inferbox-Task-Id": task_id, "X-Inferbox-Status": "succeeded",
+                               "Content-Type": "application/json"}, json.dumps(value * 2).encode()))
+        body, content_type = multipart_body(parts)
+        return 200, {"Content-Type": content_type}, body
+
 
 @pytest.fixture
 def fake() -> Iterator[FakeBroker]:
@@ -60,6 +96,8 @@ def fake() -> Iterator[FakeBroker]:
         rsps.add_callback(responses.POST, f"{BROKER}/predict", callback=broker.predict)
         rsps.add_callback(responses.GET, re.compile(rf"{BROKER}/getresult/.*"),
                           callback=broker.result)  # fmt: skip
+        rsps.add_callback(responses.POST, f"{BROKER}/predictbatch", callback=broker.predictbatch)
+        rsps.add_callback(responses.POST, f"{BROKER}/getresults", callback=broker.getresults)
         yield broker
 
 
@@ -73,6 +111,22 @@ def test_map_yields_results_in_input_order_with_bounded_concurrency(fake) -> Non
         results = list(client.map((i for i in range(40)), queue="q", concurrency=4))
     assert results == [2 * i for i in range(40)]
     assert 1 < fake.most_in_flight <= 4
+
+
+def test_map_submits_in_batches(fake) -> None:
+    with Client(BROKER) as client:
+        results = list(client.map(range(300), concurrency=200))
+    assert results == [2 * i for i in range(300)]
+    assert fake.batches[:4] == [64, 64, 64, 8] and sum(fake.batches) == 300
+    assert fake.most_in_flight == 200
+
+
+def test_submit_many_sends_a_key_per_payload_and_keeps_the_order(fake) -> None:
+    with Client(BROKER) as client:
+        tasks = client.submit_many([{"a": 1}, b"\x00", "text"] * 50)
+    assert [task.id for task in tasks] == [f"T{i}" for i in range(150)]
+    assert fake.batches == [100, 50]
+    assert fake.types["T1"] == "application/octet-stream"
 
 
 def test_map_raises_a_failure_in_turn_or_yields_it(fake) -> None:

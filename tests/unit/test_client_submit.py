@@ -21,6 +21,7 @@ from client_sdk import (
     Task,
     TooManyRequests,
 )
+from client_sdk.http import parse_multipart
 
 BROKER = "http://broker.test"
 PREDICT = f"{BROKER}/predict"
@@ -220,3 +221,42 @@ def test_a_503_with_retry_after_is_honoured(broker, client, no_sleep) -> None:
     broker.add(responses.POST, PREDICT, **accepted("T3"))
     assert client.submit(b"x").id == "T3"
     no_sleep.assert_called_once_with(2.0)
+
+
+# -- submit_many: POST /predictbatch ------------------------------------------------------------
+
+PREDICTBATCH = f"{BROKER}/predictbatch"
+
+
+def part_keys(call) -> list[str]:
+    parts = parse_multipart(call.request.headers["Content-Type"], call.request.body)
+    return [part.headers["Idempotency-Key"] for part in parts]
+
+
+def test_a_retried_batch_sends_the_same_key_per_payload(broker, client, no_sleep) -> None:
+    refused = {"json": {"error": "queue_full", "message": "full", "retry_after": 5},
+               "status": 429, "headers": {"Retry-After": "5"}}  # fmt: skip
+    broker.add(responses.POST, PREDICTBATCH, body=requests.ConnectionError("reset"))
+    broker.add(responses.POST, PREDICTBATCH, **refused)
+    broker.add(responses.POST, PREDICTBATCH, json={"tasks": [status_doc("A"), status_doc("B")]},
+               status=202)  # fmt: skip
+    tasks = client.submit_many([{"a": 1}, b"\x00"], queue="q", priority=3)
+    assert [task.id for task in tasks] == ["A", "B"]
+    first, *retries = (part_keys(call) for call in broker.calls)
+    assert len(set(first)) == 2 and all(keys == first for keys in retries)
+    assert no_sleep.call_args_list[-1] == mock.call(5.0)
+    assert broker.calls[-1].request.url == f"{PREDICTBATCH}?queue=q&priority=3"
+
+
+def test_a_batch_answer_that_does_not_match_is_a_protocol_error(broker, client) -> None:
+    broker.add(responses.POST, PREDICTBATCH, json={"tasks": [status_doc("A")]}, status=202)
+    with pytest.raises(ProtocolError):
+        client.submit_many([1, 2])
+
+
+def test_a_refused_batch_raises_at_once(broker, client, no_sleep) -> None:
+    broker.add(responses.POST, PREDICTBATCH, json={"error": "invalid_option", "message": "no"},
+               status=400)  # fmt: skip
+    with pytest.raises(BadRequest):
+        client.submit_many([1], priority=10)
+    no_sleep.assert_not_called()

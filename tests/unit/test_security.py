@@ -20,6 +20,7 @@ from broker.auth import TokenTable
 from broker.cli import main
 from broker.errors import AuthError, SettingsError
 from broker.task import new_task_id
+from client_sdk.http import multipart_body, parse_multipart
 from storage import open_store
 from tests.unit.brokerkit import (
     ADMIN,
@@ -41,6 +42,10 @@ CALLERS = {"nobody": NOBODY, "owner": CLIENT, "other": OTHER_CLIENT, "worker": W
 EXPECTED = {
     ("POST", "/predict"): {"nobody": 401, "owner": 202, "other": 202, "worker": 403,
                            "admin": 202},
+    ("POST", "/predictbatch"): {"nobody": 401, "owner": 202, "other": 202, "worker": 403,
+                                "admin": 202},
+    ("POST", "/getresults"): {"nobody": 401, "owner": 200, "other": 200, "worker": 403,
+                              "admin": 200},  # another owner's task: a not_found part
     ("GET", "/tasks/<task_id>"): {"nobody": 401, "owner": 200, "other": 404, "worker": 403,
                                   "admin": 200},
     ("GET", "/getresult/<task_id>"): {"nobody": 401, "owner": 200, "other": 404, "worker": 403,
@@ -113,10 +118,19 @@ def test_role_and_tenant_matrix(app, endpoint, caller):
     kwargs = {"json": {"lease_id": lease}} if "heartbeat" in rule else {}
     if rule in ("/predict", "/puttaskresult/<task_id>"):
         kwargs = {"data": b"r"}
+    if rule == "/predictbatch":
+        body, content_type = multipart_body([({}, b"r")])
+        kwargs = {"data": body, "content_type": content_type}
+    if rule == "/getresults":
+        kwargs = {"json": {"task_ids": [task_id]}}
     response = http.open(path, method=method, headers=headers, **kwargs)
     assert response.status_code == EXPECTED[endpoint][caller], response.data[:200]
     if response.status_code >= 400 and not rule.startswith("/api/"):  # v0 errors are plain text
         assert response.json["error"] and response.json["message"]
+    if rule == "/getresults" and response.status_code == 200:  # other owners see not_found
+        part, = parse_multipart(response.headers["Content-Type"], response.data)
+        expected = "not_found" if caller == "other" else "succeeded"
+        assert part.headers["X-Inferbox-Status"] == expected
     if caller == "other" and response.status_code == 404:  # exactly as for an unknown id
         unknown = http.open(rule.replace("<task_id>", "Q" * 22), method=method, headers=headers)
         assert unknown.json == response.json | {"message": unknown.json["message"]}
