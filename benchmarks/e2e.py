@@ -184,8 +184,9 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
         f"{CLIENT_THREADS} client threads and {WORKER_PROCESSES} worker processes for every "
         "system; one Redis (DB 12), flushed before each system starts.",
         "CPU ms/task: user + system CPU of every process of the system (client = this "
-        "benchmark process alone, its client threads; servers = the Celery/RQ worker processes or the inferbox broker's "
-        "gunicorn processes plus its workers, forked children included; redis = the Redis "
+        "benchmark process alone, its client threads; servers = the Celery/RQ worker "
+        "processes or the inferbox broker's gunicorn processes plus its workers, forked "
+        "children included; redis = the Redis "
         "server's own `INFO cpu` delta, which also counts anything else using that server).",
         "inferbox runs `inferbox-broker serve` (gunicorn gthread, 2 processes x 64 threads, "
         "file:// storage in a temporary directory) with 2 `inferbox-worker` processes "

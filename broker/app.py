@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from storage import BlobStore, open_store
 
 from . import errors, web
+from . import keys as K
 from .auth import TokenTable
 from .blueprints import activity, batches, compat, leases, meta, metrics, pages, queues, tasks
 from .janitor import Janitor
@@ -50,9 +51,15 @@ def connect_redis(settings: Settings) -> redis.Redis:
         import fakeredis  # the embedded default: Redis semantics, Lua included, in-process
 
         return fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    return redis.Redis.from_url(
-        settings.redis_url or "", health_check_interval=30, socket_keepalive=True
-    )
+    # A bounded, blocking pool: however many requests a process holds (a thousand long-polls),
+    # it never opens more than redis_connections connections; a request finding none free waits
+    # for one (REDIS_POOL_TIMEOUT) rather than failing at once.
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url or "", max_connections=settings.redis_connections,
+        timeout=K.REDIS_POOL_TIMEOUT, health_check_interval=30, socket_keepalive=True,
+        client_name=K.REDIS_CLIENT_NAME,
+    )  # fmt: skip
+    return redis.Redis.from_pool(pool)  # the client owns the pool: close() disconnects it
 
 
 def create_app(

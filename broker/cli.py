@@ -255,6 +255,10 @@ def gunicorn_options(settings: Settings, *, access_log: bool = False) -> dict[st
         "workers": settings.workers,
         "worker_class": "gthread",
         "threads": settings.threads,
+        # Connections a process keeps open, idle keep-alive ones included; beyond it new
+        # connections wait. Every thread may hold a long-poll and as many clients again may sit
+        # idle between requests.
+        "worker_connections": max(1000, 2 * settings.threads),
         "keepalive": 75,  # workers and SDK clients reuse connections between polls
         "timeout": 60,
         "graceful_timeout": settings.max_wait + 5,  # let waiting long-polls answer on SIGTERM

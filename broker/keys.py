@@ -80,6 +80,9 @@ MAX_TASKS_PER_TAKE = 100
 IDEMPOTENCY_TTL = 86_400
 COMPAT_OWNER = "compat"  # owner of the tasks that compat (v0 function) keys submit
 RECHECK_INTERVAL = 1.0  # long-polls re-read state this often even without a notification
+DEFAULT_REDIS_CONNECTIONS = 64  # per broker process: requests beyond it wait for a free one
+REDIS_POOL_TIMEOUT = 10.0  # seconds a request waits for a free Redis connection, then 503
+REDIS_CLIENT_NAME = "inferbox-broker"  # CLIENT LIST shows the broker's connections by name
 REAP_BATCH = 100  # expired leases reaped per take, at most
 
 # Activity kept for the dashboard and /metrics (see the layout above).

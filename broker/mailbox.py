@@ -125,13 +125,12 @@ class Mailbox:
         ``task_id`` names the new task (an import keeping ids that clients already hold); the
         caller makes sure no task has it yet. By default the id is new and random.
         """
-        if idempotency_key:
-            existing = self.queue.find_replay(owner, idempotency_key)
-            if existing:
-                return self.queue.get(existing), False
         limits = self.backpressure
-        self.queue.admit(owner, queue, max_depth=limits.max_queue_depth, rate=limits.submit_rate,
-                         burst=limits.submit_burst)  # fmt: skip
+        replayed = self.queue.admit(owner, queue, max_depth=limits.max_queue_depth,
+                                    rate=limits.submit_rate, burst=limits.submit_burst,
+                                    idempotency_key=idempotency_key)  # fmt: skip
+        if replayed:
+            return self.queue.get(replayed), False
         task_id = task_id or new_task_id()
         key = K.payload_key(task_id)
         metadata = {
@@ -154,7 +153,7 @@ class Mailbox:
             raise
         if not submitted.created and submitted.task_id != task_id:
             self._discard(key)  # a concurrent submit with the same key won the race
-        return self.queue.get(submitted.task_id), submitted.created
+        return submitted.task or self.queue.get(submitted.task_id), submitted.created
 
     def submit_many(
         self, uploads: Sequence[PayloadUpload], *, queue: str, owner: str, priority: int,
@@ -347,15 +346,16 @@ class Mailbox:
         with _storage_errors("store the result"):
             info = self.store.put(key, body, content_type=content_type, metadata=metadata)
         try:
-            self.queue.complete(task_id, lease_id, result_key=key, content_type=content_type,
-                                size=info.size, model_version=model_version)  # fmt: skip
+            done = self.queue.complete(task_id, lease_id, result_key=key,
+                                       content_type=content_type, size=info.size,
+                                       model_version=model_version)  # fmt: skip
         except (LeaseLost, TaskFinished):
             self._discard(key)  # our own attempt's blob: the live result is elsewhere
             raise
-        return self.queue.get(task_id)
+        return done or self.queue.get(task_id)
 
     def complete_many(self, uploads: Sequence[ResultUpload]) -> list[Task | BrokerError]:
-        """``complete`` for a batch, in three Redis round trips instead of three per result.
+        """``complete`` for a batch, in two Redis round trips instead of two per result.
 
         Same rules and the same blob ordering as ``complete``; one outcome per upload, in
         order: the task, or the error that refused this one (the others still count).
@@ -372,9 +372,7 @@ class Mailbox:
         for (index, completion), answer in zip(stored, answers, strict=True):
             if isinstance(answer, BrokerError):
                 self._discard(completion.result_key)  # our own attempt's blob
-                outcomes[index] = answer
-            else:
-                outcomes[index] = None  # read it back below
+            outcomes[index] = answer  # None (a duplicate) is read back below
         unread = [i for i, outcome in enumerate(outcomes) if outcome is None]
         for index, task in zip(unread, self.queue.get_many([uploads[i].task_id for i in unread]),
                                strict=True):  # fmt: skip

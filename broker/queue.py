@@ -69,6 +69,19 @@ class Completion:
 class Submitted:
     task_id: str
     created: bool  # False: an idempotency key named an existing task
+    task: Task | None = None  # the new task as indexed (None for a replay)
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> Submitted:
+        outcome, value, *rest = reply
+        created = outcome == b"created"
+        fields = rest[0] if created and rest else None
+        return cls(value.decode(), created=created, task=_task(fields) if fields else None)
+
+
+def _task(fields: list[bytes]) -> Task:
+    """A task from a script's ``HGETALL`` answer (a flat field, value list)."""
+    return Task.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
 
 
 def _task_fields(new: NewTask, now: float) -> list[str]:
@@ -128,9 +141,13 @@ class TaskQueue:
 
     def admit(
         self, owner: str, queue: str, *, max_depth: int = 0, rate: float = 0.0, burst: int = 0,
-        count: int = 1,
-    ) -> None:  # fmt: skip
+        count: int = 1, idempotency_key: str | None = None,
+    ) -> str | None:  # fmt: skip
         """Check backpressure before a submit stores anything; spend ``owner``'s tokens.
+
+        With an ``idempotency_key`` that already names a task, returns that task's id at once,
+        checking and spending nothing (the submit is a replay); otherwise returns None. Without
+        a key or a limit there is nothing to check and Redis is not asked.
 
         Raises QueueFull when ``queue`` has no room for ``count`` more tasks under ``max_depth``,
         RateLimited when ``owner`` submits faster than ``rate`` per second (bursts of ``burst``).
@@ -138,8 +155,14 @@ class TaskQueue:
         ``min(count, burst)`` on hand and may leave the bucket in debt, which later submits wait
         out, so the long-run rate holds whatever the batch size.
         """
+        if not (max_depth or rate or idempotency_key):
+            return None
+        idem = self.keys.idempotency(owner, idempotency_key) if idempotency_key else ""
         burst = burst or max(1, math.ceil(rate))
-        outcome, *rest = self._run("admit", owner, queue, max_depth, f"{rate:.6f}", burst, count)
+        outcome, *rest = self._run("admit", owner, queue, max_depth, f"{rate:.6f}", burst, count,
+                                   idem)  # fmt: skip
+        if outcome == b"replayed":
+            return str(rest[0].decode())
         if outcome == b"full":
             raise QueueFull(
                 f"queue {queue} is full ({int(rest[0])} tasks queued): try again later",
@@ -151,6 +174,7 @@ class TaskQueue:
                 f"too many submits from this token (at most {rate:g} per second)",
                 retry_after=wait,
             )
+        return None
 
     def submit(
         self, new: NewTask, idempotency_key: str | None = None, *, max_depth: int = 0
@@ -160,25 +184,14 @@ class TaskQueue:
         Raises QueueFull when ``max_depth`` (> 0) tasks are queued in ``new.queue`` already.
         """
         idem = self.keys.idempotency(new.owner, idempotency_key) if idempotency_key else ""
-        now = self.clock()
-        fields = {
-            "id": new.task_id, "queue": new.queue, "owner": new.owner,
-            "priority": new.priority, "max_attempts": new.max_attempts, "ttl": new.ttl,
-            "expires_at": f"{now + new.ttl:.3f}", "content_type": new.content_type,
-            "size": new.size, "payload_key": K.payload_key(new.task_id),
-        }  # fmt: skip
-        if new.webhook_url:
-            events = ",".join(new.webhook_events)
-            fields |= {"webhook_url": new.webhook_url, "webhook_events": events}
-        flat = [str(part) for pair in fields.items() for part in pair]
-        outcome, value = self._run(
+        reply = self._run(
             "submit", new.task_id, new.queue, new.priority, idem, self.idempotency_ttl,
-            max_depth, *flat,
+            max_depth, *_task_fields(new, self.clock()),
         )  # fmt: skip
-        if outcome == b"full":
-            raise QueueFull(f"queue {new.queue} is full ({int(value)} tasks queued): try again "
+        if reply[0] == b"full":
+            raise QueueFull(f"queue {new.queue} is full ({int(reply[1])} tasks queued): try again "
                             "later", retry_after=K.QUEUE_FULL_RETRY_AFTER)  # fmt: skip
-        return Submitted(value.decode(), created=outcome == b"created")
+        return Submitted.from_reply(reply)
 
     def submit_many(
         self, batch: Sequence[tuple[NewTask, str | None]]
@@ -201,8 +214,7 @@ class TaskQueue:
             answers = pipe.execute()
         except redis.RedisError as exc:
             raise Unavailable(f"Redis failed during submit: {exc}") from exc
-        return [Submitted(value.decode(), created=outcome == b"created")
-                for outcome, value in answers]  # fmt: skip
+        return [Submitted.from_reply(answer) for answer in answers]
 
     def find_replays(self, owner: str, idempotency_keys: Sequence[str]) -> list[str | None]:
         """``find_replay`` for several keys in one round trip."""
@@ -272,15 +284,16 @@ class TaskQueue:
     def complete(
         self, task_id: str, lease_id: str, *, result_key: str, content_type: str, size: int,
         model_version: str = "",
-    ) -> bool:
-        """Record the attempt's result. Returns False when this lease already recorded one."""
+    ) -> Task | None:
+        """Record the attempt's result; returns the succeeded task, or None when this lease
+        already recorded one."""
         outcome, *rest = self._run(
             "complete", task_id, lease_id, result_key, content_type, size, model_version
         )
         if outcome == b"duplicate":
-            return False
+            return None
         self._check(outcome, rest, task_id)
-        return True
+        return _task(rest[1])
 
     def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Several tasks read in one round trip (None for an unknown id), settled like ``get``."""
@@ -296,9 +309,10 @@ class TaskQueue:
         return [self.get(task.id) if task is not None and task.is_overdue(now) else task
                 for task in tasks]  # fmt: skip
 
-    def complete_many(self, results: Sequence[Completion]) -> list[bool | BrokerError]:
+    def complete_many(self, results: Sequence[Completion]) -> list[Task | None | BrokerError]:
         """``complete`` for several attempts in one round trip; each is still its own atomic
-        script. Per result: True, False (this lease already recorded one) or the error."""
+        script. Per result: the succeeded task, None (this lease already recorded one) or the
+        error."""
         pipe = self.redis.pipeline(transaction=False)
         now = f"{self.clock():.3f}"
         complete = self._scripts.complete  # type: ignore[attr-defined]  # set in _Scripts
@@ -310,13 +324,15 @@ class TaskQueue:
             answers = pipe.execute()
         except redis.RedisError as exc:
             raise Unavailable(f"Redis failed during complete: {exc}") from exc
-        outcomes: list[bool | BrokerError] = []
+        outcomes: list[Task | None | BrokerError] = []
         for r, (outcome, *rest) in zip(results, answers, strict=True):
             try:
                 self._check(outcome, rest, r.task_id)
-                outcomes.append(outcome != b"duplicate")
             except BrokerError as exc:
                 outcomes.append(exc)
+                continue
+            fields = rest[1] if outcome == b"ok" else None
+            outcomes.append(_task(fields) if fields else None)
         return outcomes
 
     def fail(self, task_id: str, lease_id: str, error: str, *, retryable: bool = True) -> str:

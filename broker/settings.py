@@ -9,6 +9,8 @@ variable                       meaning (default)
 =============================  ==========================================================
 INFERBOX_REDIS_URL             ``redis://host:6379/0``; unset: embedded in-process Redis
 INFERBOX_REDIS_PREFIX          key prefix (``inferbox``)
+INFERBOX_REDIS_CONNECTIONS     Redis connections per server process, at most (64); a request
+                               that finds none free waits up to 10 s, then answers 503
 INFERBOX_STORAGE_URL           ``file:///abs/path``, ``s3://bucket/prefix``, ``memory://``
                                (``file:`` + ``./inferbox-data`` of the start directory)
 INFERBOX_CLIENT_TOKENS         comma-separated client tokens
@@ -75,6 +77,7 @@ def default_storage_url() -> str:
 class Settings:
     redis_url: str | None = None
     redis_prefix: str = K.DEFAULT_PREFIX
+    redis_connections: int = K.DEFAULT_REDIS_CONNECTIONS
     storage_url: str = field(default_factory=default_storage_url)
     client_tokens: tuple[str, ...] = ()
     worker_tokens: tuple[str, ...] = ()
@@ -122,6 +125,7 @@ class Settings:
         settings = cls(
             redis_url=env.text("REDIS_URL"),
             redis_prefix=env.text("REDIS_PREFIX") or K.DEFAULT_PREFIX,
+            redis_connections=env.number("REDIS_CONNECTIONS", K.DEFAULT_REDIS_CONNECTIONS, low=2),
             storage_url=env.text("STORAGE_URL") or default_storage_url(),
             client_tokens=env.items("CLIENT_TOKENS"),
             worker_tokens=env.items("WORKER_TOKENS"),

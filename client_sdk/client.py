@@ -94,7 +94,7 @@ class Client:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
-        self._session = make_session(token, retries=retries, pool_size=64)
+        self._session = make_session(token, retries=retries, pool_size=64, base_url=self.url)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"

@@ -22,7 +22,7 @@ class BrokerAPI:
         self.url = url
         self.token = token
         self.timeout = timeout
-        self._session = make_session(token, retries=retries)
+        self._session = make_session(token, retries=retries, base_url=url)
 
     def close(self) -> None:
         self._session.close()

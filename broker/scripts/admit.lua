@@ -4,10 +4,18 @@
 -- optionally the number of tasks admitted together (default 1): all of them must fit under the
 -- depth, and all spend a token, the bucket going into debt (below zero) for a batch larger than
 -- the tokens it needs on hand, min(count, burst), so later submits wait that debt out.
--- Returns {'ok'}, {'full', depth} or {'rate_limited', seconds until the tokens are free}.
+-- ARGV[9], optional: the submit's idempotency key (its full Redis key); a key that already
+-- names a task answers {'replayed', id} before any check, spending nothing.
+-- Returns {'ok'}, {'replayed', id}, {'full', depth} or {'rate_limited', seconds until the
+-- tokens are free}.
 local owner, queue = ARGV[3], ARGV[4]
 local max_depth, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local n = tonumber(ARGV[8] or '1')
+local idem = ARGV[9] or ''
+if idem ~= '' then
+  local existing = redis.call('GET', idem)
+  if existing then return {'replayed', existing} end
+end
 if max_depth > 0 then
   local depth = redis.call('ZCARD', queue_key(queue))
   if depth + n > max_depth then return {'full', tostring(depth)} end

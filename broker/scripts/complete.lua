@@ -1,5 +1,6 @@
 -- Record a result for the attempt holding the lease. ARGV: prefix, now, task id, lease id,
 -- result key, result content type, result size, model version.
+-- Returns {'ok', 'succeeded', the task hash as a flat list}, {'duplicate', status} or an error.
 local id, lease_id = ARGV[3], ARGV[4]
 local tk = task_key(id)
 local t = redis.call('HMGET', tk, 'status', 'lease_id', 'queue', 'started_at', 'worker_id')
@@ -14,4 +15,4 @@ observe(t[3], 'processing', now - tonumber(t[4]))
 touch_worker(t[5], now + WORKER_IDLE_GRACE, 'model_version', ARGV[8])
 count_for_worker(t[5], 'tasks_done')
 finish(tk, id, 'succeeded', nil)
-return {'ok', 'succeeded'}
+return {'ok', 'succeeded', redis.call('HGETALL', tk)}

@@ -1,7 +1,7 @@
 -- Create a queued task, or return the task an idempotency key already names.
 -- ARGV: prefix, now, task_id, queue, priority, idempotency key ('' for none), idempotency ttl,
 --       max queue depth (0: none), then field/value pairs of the task hash.
--- Returns {'created', id}, {'replayed', id} or {'full', depth}.
+-- Returns {'created', id, task hash as a flat list}, {'replayed', id} or {'full', depth}.
 local id, queue, priority, idem, idem_ttl = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local max_depth = tonumber(ARGV[8])
 if idem ~= '' then
@@ -12,7 +12,7 @@ local tk = task_key(id)
 if redis.call('EXISTS', tk) == 1 then
   -- an index rebuild restored this task from its payload blob while the submit was in flight
   if idem ~= '' then redis.call('SET', idem, id, 'EX', idem_ttl) end
-  return {'created', id}
+  return {'created', id, redis.call('HGETALL', tk)}
 end
 local depth = redis.call('ZCARD', queue_key(queue))
 if max_depth > 0 and depth >= max_depth then return {'full', tostring(depth)} end
@@ -26,4 +26,4 @@ redis.call('SADD', prefix .. ':queues', queue)
 count(queue, 'submitted')
 if idem ~= '' then redis.call('SET', idem, id, 'EX', idem_ttl) end
 redis.call('PUBLISH', events, 'queued:' .. queue)
-return {'created', id}
+return {'created', id, redis.call('HGETALL', tk)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,24 @@ def test_session_sends_bearer_token_and_user_agent() -> None:
     assert session.headers["Authorization"] == "Bearer s3cret"
     assert session.headers["User-Agent"].startswith("inferbox/")
     assert "Authorization" not in make_session(None).headers
+
+
+def test_session_for_one_broker_reads_the_environment_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.test")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp-ca.pem")
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine broker.test login alice password pw\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    session = make_session(None, base_url="https://broker.test")
+    assert not session.trust_env  # nothing is looked up per request any more
+    assert session.proxies["https"] == "http://proxy.corp:3128"
+    assert session.verify == "/etc/corp-ca.pem"
+    assert session.auth == ("alice", "pw")
+    assert make_session("t0ken", base_url="https://broker.test").auth is None  # bearer wins
+    assert make_session(None, base_url="https://internal.test").proxies == {}  # NO_PROXY
 
 
 def test_session_retries_only_idempotent_methods_on_gateway_errors() -> None:

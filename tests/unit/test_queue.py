@@ -61,10 +61,12 @@ def test_empty_take_returns_nothing(queue):
 def test_complete_succeeds_once_and_duplicates_are_harmless(queue):
     task_id = submit(queue)
     lease = take_one(queue)
-    assert queue.complete(task_id, lease.lease_id, result_key="r", content_type="text/plain",
-                          size=1, model_version="v1") is True  # fmt: skip
+    done = queue.complete(task_id, lease.lease_id, result_key="r", content_type="text/plain",
+                          size=1, model_version="v1")  # fmt: skip
+    assert done is not None
+    assert (done.id, done.status, done.result_key) == (task_id, "succeeded", "r")
     assert queue.complete(task_id, lease.lease_id, result_key="other", content_type="x",
-                          size=9) is False  # fmt: skip
+                          size=9) is None  # fmt: skip
     task = queue.get(task_id)
     assert (task.status, task.result_key, task.model_version) == ("succeeded", "r", "v1")
 
@@ -301,9 +303,10 @@ def test_complete_many_records_each_result_on_its_own(queue, clock):
             for i, lease in enumerate(leases)]  # fmt: skip
     stale = Completion(ids[2], "not-the-lease", "late", "x", 1)
     outcomes = queue.complete_many([*done, stale])
-    assert outcomes[0] is True and outcomes[2] is True
+    assert [(task.id, task.status) for task in (outcomes[0], outcomes[2])] == [
+        (ids[0], "succeeded"), (ids[2], "succeeded")]  # fmt: skip
     assert isinstance(outcomes[1], TaskFinished) and isinstance(outcomes[3], LeaseLost)
-    assert queue.complete_many(done[:1]) == [False]  # posting twice changes nothing
+    assert queue.complete_many(done[:1]) == [None]  # posting twice changes nothing
     first, second, third = queue.get_many(ids)
     assert (first.status, first.result_key, first.model_version) == ("succeeded", "r0", "v2")
     assert (second.status, third.result_key) == ("canceled", "r2")

@@ -156,12 +156,13 @@ class Lifecycle(RuleBasedStateMachine):
             with pytest.raises(LeaseLost):
                 call()
         elif task.status == K.SUCCEEDED:
-            assert call() is False  # the same lease posting again changes nothing
+            assert call() is None  # the same lease posting again changes nothing
         elif task.status != K.RUNNING:
             with pytest.raises(TaskFinished):
                 call()
         else:
-            assert call() is True
+            done = call()
+            assert done is not None and (done.id, done.status) == (task_id, K.SUCCEEDED)
             self._finish(task, K.SUCCEEDED)
 
     @precondition(lambda self: self.tasks)
