@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import floor, procs, profiling, systems
-from benchmarks.config import CLIENT_THREADS, MAP_IN_FLIGHT, WORKER_PROCESSES, Sizes
+from benchmarks.config import BATCH_SIZE, CLIENT_THREADS, MAP_IN_FLIGHT, WORKER_PROCESSES, Sizes
 from benchmarks.report import Check, Section, fmt, ratio
 from benchmarks.stats import CpuMeter, percentile
 from benchmarks.systems import Driver
@@ -122,7 +122,7 @@ def system_contexts() -> list[tuple[str, Callable[[], AbstractContextManager[lis
             ("inferbox", lambda: systems.inferbox(1)),
             *([("inferbox RAM disk", lambda: systems.inferbox(1, durable=False))]
               if os.path.isdir(systems.RAM_DIR) else []),
-            ("inferbox batched", lambda: systems.inferbox(16))]  # fmt: skip
+            ("inferbox batched", lambda: systems.inferbox(BATCH_SIZE))]  # fmt: skip
 
 
 def measure_all(sizes: Sizes, throughput: bool, latency: bool,
@@ -191,8 +191,8 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
         "inferbox runs `inferbox-broker serve` (gunicorn gthread, 2 processes x 64 threads, "
         "file:// storage in a temporary directory) with 2 `inferbox-worker` processes "
         "(`benchmarks.handlers:noop`); the batched row uses `Client.map` (one client thread: "
-        f"`POST /predictbatch` and `POST /getresults`, {MAP_IN_FLIGHT} tasks in flight, its "
-        "default) and workers with `--batch-size 16`.",
+        f"`POST /predictbatch` and `POST /getresults`, {MAP_IN_FLIGHT} tasks in flight; its "
+        f"default is 64) and workers with `--batch-size {BATCH_SIZE}`.",
     ]
     return section
 

@@ -181,13 +181,18 @@ class Mailbox:
         submitted = self._index_many(news, [uploads[i].idempotency_key for i in fresh])
         ids: list[str] = [replays.get(i) or "" for i in range(len(uploads))]
         created = [False] * len(uploads)
+        known: dict[int, Task] = {}
         for i, outcome in zip(fresh, submitted, strict=True):
             ids[i], created[i] = outcome.task_id, outcome.created
-        tasks = self.queue.get_many(ids)
-        for task_id, task in zip(ids, tasks, strict=True):
+            if outcome.task is not None:  # the submit script answered with the new task
+                known[i] = outcome.task
+        unread = [i for i in range(len(uploads)) if i not in known]  # replays
+        for i, task in zip(unread, self.queue.get_many([ids[i] for i in unread]) if unread else [],
+                           strict=True):  # fmt: skip
             if task is None:  # a replayed key's task, retired since (as ``submit`` raises)
-                raise TaskNotFound(f"no task {task_id}")
-        return [(task, new) for task, new in zip(tasks, created, strict=True) if task]
+                raise TaskNotFound(f"no task {ids[i]}")
+            known[i] = task
+        return [(known[i], created[i]) for i in range(len(uploads))]
 
     def _store_payloads(
         self, uploads: Sequence[PayloadUpload], *, queue: str, owner: str, priority: int,

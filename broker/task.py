@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,8 +21,17 @@ def iso(timestamp: float | None) -> str | None:
     """Epoch seconds -> ``2026-11-21T17:05:52.123Z`` (None stays None)."""
     if timestamp is None:
         return None
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    fraction, whole = math.modf(timestamp)
+    micros = round(fraction * 1_000_000)  # as datetime rounds: to the microsecond, then cut
+    second, micros = int(whole) + micros // 1_000_000, micros % 1_000_000
+    return f"{_iso_second(second)}.{micros // 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    """``2026-11-21T17:05:52`` for epoch ``second``; cached, as a status document formats up to
+    five times of the same few seconds (the hottest path of the broker's JSON answers)."""
+    return datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _float(value: str) -> float | None:
