@@ -1,4 +1,4 @@
-"""Timestamps in status documents: the fast formatter agrees with ``datetime`` to the millisecond."""
+"""Timestamps in status documents: the fast formatter agrees with ``datetime`` to the ms."""
 
 from __future__ import annotations
 
