@@ -7,8 +7,9 @@ Sections: throughput, latency, utilisation, payload, depth, longpoll (see README
 default ``redis://127.0.0.1:6379/12``; the database is FLUSHED) with the same number of
 worker processes and client threads (``benchmarks.config``). The table is printed;
 ``--write`` also writes ``benchmarks/RESULTS.md`` (between its ``run`` markers, other sections
-kept) and the headline table of README.md. ``--profile`` samples the broker with py-spy
-during the one-request-per-task throughput run and writes ``benchmarks/PROFILE.md``.
+kept) and the headline table of README.md. ``--profile`` samples the broker's stacks
+(``benchmarks/sampler.py``, every thread each 5 ms) during the one-request-per-task
+throughput run and writes ``benchmarks/PROFILE.md``.
 """
 
 from __future__ import annotations
