@@ -1,7 +1,7 @@
 # One command each: run the demo, test, lint. `make venv` first (or use your own environment).
 PY ?= .venv/bin/python
 
-.PHONY: venv run test lint bench bench-worker bench-sync bench-map
+.PHONY: venv run test lint bench bench-worker bench-sync
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"
 run:
@@ -18,5 +18,3 @@ bench-worker:
 	$(PY) benchmarks/worker_batching.py
 bench-sync:
 	$(PY) benchmarks/sync_predict.py
-bench-map:
-	$(PY) benchmarks/batched_map.py

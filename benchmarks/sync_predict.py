@@ -23,7 +23,6 @@ import argparse
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.procs import free_port  # noqa: E402
 from client_sdk import Client  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -46,12 +46,6 @@ MODES = ("sync", "async")
 def echo(payload: Any) -> Any:
     """The worker's handler: no model time at all."""
     return payload
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(redis_url: str | None) -> tuple[str, list[subprocess.Popen]]:

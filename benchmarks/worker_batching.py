@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.procs import free_port  # noqa: E402
 from client_sdk import Client  # noqa: E402
 from worker import Worker, handler  # noqa: E402
 
@@ -41,12 +41,6 @@ def gpu_like(batch: list) -> list:
     """20 ms per call, whatever the batch size."""
     time.sleep(MODEL_SECONDS)
     return [{"echo": item["i"]} for item in batch]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_broker(redis_url: str | None, storage: str) -> tuple[str, subprocess.Popen]:

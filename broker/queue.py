@@ -217,7 +217,8 @@ class TaskQueue:
         return [Submitted.from_reply(answer) for answer in answers]
 
     def find_replays(self, owner: str, idempotency_keys: Sequence[str]) -> list[str | None]:
-        """``find_replay`` for several keys in one round trip."""
+        """The task ids the idempotency keys already name (None for a free key), in one round
+        trip: a read-only pre-check."""
         if not idempotency_keys:
             return []
         try:
@@ -225,14 +226,6 @@ class TaskQueue:
         except redis.RedisError as exc:
             raise Unavailable(f"Redis failed: {exc}") from exc
         return [value.decode() if isinstance(value, bytes) else None for value in found]
-
-    def find_replay(self, owner: str, idempotency_key: str) -> str | None:
-        """The task id an idempotency key already names, if any (a read-only pre-check)."""
-        try:
-            found = self.redis.get(self.keys.idempotency(owner, idempotency_key))
-        except redis.RedisError as exc:
-            raise Unavailable(f"Redis failed: {exc}") from exc
-        return found.decode() if isinstance(found, bytes) else None
 
     def get(self, task_id: str) -> Task:
         """The task, with any lapsed lease or ttl settled first. Raises TaskNotFound."""

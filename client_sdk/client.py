@@ -174,26 +174,14 @@ class Client:
     def _post_predict(
         self, body: bytes, headers: dict[str, str], params: dict[str, Any], wait: float = 0.0
     ) -> requests.Response:
-        backoff = Backoff(base=0.5, cap=8.0)
-        while True:
-            try:
-                response = send(
-                    self._session,
-                    "POST",
-                    task_url(self.url, "predict"),
-                    params=params,
-                    headers=headers,
-                    data=body,
-                    timeout=self.timeout + wait,
-                )
-                if not (wait and _is_outcome(response)):
-                    raise_for_error(response)
-                return response
-            except (BrokerUnavailable, TooManyRequests) as exc:
-                if backoff.attempts >= self.retries or not _worth_retrying(exc):
-                    raise
-                delay = backoff.next_delay()  # counts the attempt
-                time.sleep(min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after else delay)
+        def attempt() -> requests.Response:
+            response = send(self._session, "POST", task_url(self.url, "predict"), params=params,
+                            headers=headers, data=body, timeout=self.timeout + wait)  # fmt: skip
+            if not (wait and _is_outcome(response)):
+                raise_for_error(response)
+            return response
+
+        return self._retrying(attempt)
 
     def submit_many(
         self, payloads: Iterable[Any], *, queue: str = "default",

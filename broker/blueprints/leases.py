@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -77,29 +75,10 @@ def _lease_headers(lease: Lease) -> dict[str, str]:
 
 def _multipart(taken: list[tuple[Lease, Blob]]) -> Response:
     """RFC 2046 multipart/mixed, one part per task, payload bytes untouched."""
-    boundary = secrets.token_hex(16)
-    heads = []
-    for lease, blob in taken:
-        headers = {"Content-Type": lease.content_type, "Content-Length": str(blob.info.size),
-                   **_lease_headers(lease)}  # fmt: skip
-        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        heads.append(f"--{boundary}\r\n{lines}\r\n".encode())
-    closing = f"--{boundary}--\r\n".encode()
-    parts = list(zip(heads, taken, strict=True))
-    length = sum(len(head) + blob.info.size + 2 for head, (_, blob) in parts) + len(closing)
-
-    def body() -> Iterator[bytes]:
-        try:
-            for head, (_, blob) in parts:
-                yield head
-                yield from blob.iter_chunks()
-                yield b"\r\n"
-            yield closing
-        finally:
-            for _, blob in taken:
-                blob.close()
-
-    response = Response(body(), content_type=f"multipart/mixed; boundary={boundary}")
+    chunks, length, content_type = multipart.stream([
+        multipart.OutPart({"Content-Type": lease.content_type, **_lease_headers(lease)}, blob)
+        for lease, blob in taken])  # fmt: skip
+    response = Response(chunks, content_type=content_type)
     response.content_length = length
     return response
 

@@ -196,7 +196,7 @@ def test_idempotency_key_is_scoped_to_its_owner(queue):
     other = queue.submit(new("bob"), "key-1")
     assert first.created and not again.created and again.task_id == first.task_id
     assert other.created and other.task_id != first.task_id
-    assert queue.find_replay("alice", "key-1") == first.task_id
+    assert queue.find_replays("alice", ["key-1"]) == [first.task_id]
 
 
 def test_unknown_task(queue):
