@@ -28,10 +28,11 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TypeVar
 
 from storage import Blob, BlobNotFound, BlobStore, InvalidKey, InvalidMetadata, StorageError
 
@@ -52,6 +53,13 @@ from .task import Lease, Task, iso, new_task_id
 log = logging.getLogger("inferbox.broker")
 
 MAX_ERROR_CHARS = 8_000
+# Blob reads and writes one server process runs at once for its batch requests: each waits on
+# the store (a disk's fsync, a cloud store's round trip), so a batch of 100 costs a few waits,
+# not 100 in turn. boto3 keeps 10 connections per client by default.
+STORAGE_CONCURRENCY = 8
+
+_Item = TypeVar("_Item")
+_Out = TypeVar("_Out")
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class Mailbox:
         self.recheck = recheck
         self.backpressure = backpressure or Backpressure()
         self.closing = threading.Event()
+        # threads start on first use: none exist in a process that forks servers later
+        self._storage_pool = ThreadPoolExecutor(STORAGE_CONCURRENCY,
+                                                thread_name_prefix="inferbox-storage")
 
     def close(self) -> None:
         """Answer waiting long-polls now and every later one at once (the server is stopping)."""
@@ -199,26 +210,61 @@ class Mailbox:
         max_attempts: int, ttl: int,
     ) -> list[NewTask]:  # fmt: skip
         """Write each payload blob; on any failure delete those written and raise."""
-        news: list[NewTask] = []
         created_at = iso(self.queue.clock()) or ""
-        try:
-            for upload in uploads:
-                task_id = new_task_id()
-                metadata = {
-                    "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
-                    "max_attempts": str(max_attempts), "ttl": str(ttl), "created_at": created_at,
-                }  # fmt: skip
-                with _storage_errors("store the payload"):
-                    info = self.store.put(K.payload_key(task_id), io.BytesIO(upload.body),
-                                          content_type=upload.content_type, metadata=metadata)
-                news.append(NewTask(queue=queue, owner=owner, content_type=upload.content_type,
-                                    size=info.size, priority=priority, max_attempts=max_attempts,
-                                    ttl=ttl, task_id=task_id))  # fmt: skip
-        except BaseException:
-            for new in news:
-                self._discard(K.payload_key(new.task_id))
-            raise
-        return news
+        task_ids = [new_task_id() for _ in uploads]
+
+        def store(index: int) -> int:
+            upload, task_id = uploads[index], task_ids[index]
+            metadata = {
+                "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
+                "max_attempts": str(max_attempts), "ttl": str(ttl), "created_at": created_at,
+            }  # fmt: skip
+            with _storage_errors("store the payload"):
+                return self.store.put(K.payload_key(task_id), io.BytesIO(upload.body),
+                                      content_type=upload.content_type, metadata=metadata).size
+
+        sizes = self._each(store, range(len(uploads)),
+                           undo=lambda index, _: self._discard(K.payload_key(task_ids[index])))
+        return [NewTask(queue=queue, owner=owner, content_type=upload.content_type, size=size,
+                        priority=priority, max_attempts=max_attempts, ttl=ttl, task_id=task_id)
+                for upload, task_id, size in zip(uploads, task_ids, sizes, strict=True)]
+
+    def _each(
+        self, call: Callable[[_Item], _Out], items: Iterable[_Item], *,
+        undo: Callable[[_Item, _Out], None] | None = None,
+    ) -> list[_Out]:  # fmt: skip
+        """``call`` of every item, in order, in up to ``STORAGE_CONCURRENCY`` threads at once
+        (each runs a share of the items in turn: a thread hand-off per share, not per item).
+
+        Every call ends before this returns. If any raised, ``undo`` is called for each that
+        did not, and the first error (in item order) is raised.
+        """
+        items = list(items)
+        if not items:
+            return []
+        outcomes: list[tuple[_Out | None, BaseException | None]] = [(None, None)] * len(items)
+
+        def run_share(share: range) -> None:
+            for index in share:
+                try:
+                    outcomes[index] = (call(items[index]), None)
+                except BaseException as exc:  # noqa: BLE001 - raised below, after the others end
+                    outcomes[index] = (None, exc)
+
+        shares = min(STORAGE_CONCURRENCY, len(items))
+        spread = [self._storage_pool.submit(run_share, range(first, len(items), shares))
+                  for first in range(1, shares)]  # fmt: skip
+        run_share(range(0, len(items), shares))  # this thread's own share
+        for share in spread:
+            share.result()
+        failure = next((exc for _, exc in outcomes if exc is not None), None)
+        if failure is None:
+            return [out for out, _ in outcomes]  # type: ignore[misc]
+        if undo is not None:
+            for item, (out, exc) in zip(items, outcomes, strict=True):
+                if exc is None:
+                    undo(item, out)  # type: ignore[arg-type]
+        raise failure
 
     def _index_many(self, news: Sequence[NewTask], keys: Sequence[str | None]) -> list[Submitted]:
         """Index the stored payloads; blobs no task ends up naming are deleted."""
@@ -309,21 +355,22 @@ class Mailbox:
                 woken.wait(min(self.recheck, remaining))
 
     def _open_payloads(self, leases: list[Lease]) -> list[tuple[Lease, Blob]]:
-        opened: list[tuple[Lease, Blob]] = []
-        try:
-            for lease in leases:
-                try:
-                    with _storage_errors("read a payload"):
-                        opened.append((lease, self.store.get(K.payload_key(lease.task_id))))
-                except BlobNotFound:
-                    log.error("task %s has no payload blob; failing it", lease.task_id)
-                    self.queue.fail(lease.task_id, lease.lease_id,
-                                    "payload missing from storage", retryable=False)  # fmt: skip
-        except Unavailable:
-            for _, blob in opened:  # the leases lapse and the tasks come back
-                blob.close()
-            raise
-        return opened
+        def open_payload(lease: Lease) -> Blob | None:
+            try:
+                with _storage_errors("read a payload"):
+                    return self.store.get(K.payload_key(lease.task_id))
+            except BlobNotFound:
+                log.error("task %s has no payload blob; failing it", lease.task_id)
+                self.queue.fail(lease.task_id, lease.lease_id,
+                                "payload missing from storage", retryable=False)  # fmt: skip
+                return None
+
+        # on a storage failure the blobs opened are closed; the leases lapse and the tasks
+        # come back
+        blobs = self._each(open_payload, leases,
+                           undo=lambda _, blob: blob.close() if blob is not None else None)
+        return [(lease, blob) for lease, blob in zip(leases, blobs, strict=True)
+                if blob is not None]
 
     def heartbeat(
         self, task_id: str, lease_id: str, progress: tuple[float, str] | None
@@ -367,14 +414,17 @@ class Mailbox:
         """
         current = self.queue.get_many([upload.task_id for upload in uploads])
         outcomes: list[Task | BrokerError | None] = []
-        stored: list[tuple[int, Completion]] = []
+        storing: list[int] = []
         for upload, task in zip(uploads, current, strict=True):
             refusal = self._refusal(upload, task)
             if refusal is None and task is not None and task.status == K.RUNNING:
-                stored.append((len(outcomes), self._store_result(upload, task)))
+                storing.append(len(outcomes))
             outcomes.append(refusal if refusal is not None else task)
-        answers = self.queue.complete_many([completion for _, completion in stored])
-        for (index, completion), answer in zip(stored, answers, strict=True):
+        completions = self._each(
+            lambda index: self._store_result(uploads[index], current[index]),  # type: ignore[arg-type]
+            storing, undo=lambda _, completion: self._discard(completion.result_key))
+        answers = self.queue.complete_many(completions)
+        for index, completion, answer in zip(storing, completions, answers, strict=True):
             if isinstance(answer, BrokerError):
                 self._discard(completion.result_key)  # our own attempt's blob
             outcomes[index] = answer  # None (a duplicate) is read back below

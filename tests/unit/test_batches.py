@@ -8,9 +8,10 @@ import threading
 
 import pytest
 
-from broker.mailbox import PayloadUpload
+from broker.errors import Unavailable
+from broker.mailbox import PayloadUpload, ResultUpload
 from client_sdk.http import multipart_body, parse_multipart
-from storage import open_store
+from storage import StorageError, open_store
 from tests.unit.brokerkit import (
     CLIENT,
     OTHER_CLIENT,
@@ -170,6 +171,91 @@ def test_payloads_already_stored_are_deleted_when_indexing_fails(app, store, mon
         mailbox.submit_many([PayloadUpload(b"a", "text/plain")] * 3, queue="q", owner="alice",
                             priority=0, max_attempts=1, ttl=60)  # fmt: skip
     assert stored(store) == []
+
+
+def test_a_batch_writes_its_payloads_several_at_a_time(app, store, monkeypatch):
+    mailbox = box(app).mailbox
+    in_flight = _InFlight(store, monkeypatch, "put")
+    submitted = mailbox.submit_many([PayloadUpload(b"%d" % i, "text/plain") for i in range(16)],
+                                    queue="q", owner="alice", priority=0, max_attempts=1,
+                                    ttl=60)  # fmt: skip
+    assert in_flight.most >= 2  # the first write waited for a second one to start
+    assert [store.get(f"inbox/{task.id}").read() for task, _ in submitted] == [
+        b"%d" % i for i in range(16)]  # each id names its own payload, in input order
+
+
+def test_a_storage_failure_mid_batch_deletes_every_payload_written(app, store, monkeypatch):
+    mailbox = box(app).mailbox
+    real_put = store.put
+
+    def put(key, data, **options):
+        if data.getvalue() == b"5":
+            raise StorageError("disk full")
+        return real_put(key, data, **options)
+
+    monkeypatch.setattr(store, "put", put)
+    with pytest.raises(Unavailable, match="disk full"):
+        mailbox.submit_many([PayloadUpload(b"%d" % i, "text/plain") for i in range(12)],
+                            queue="q", owner="alice", priority=0, max_attempts=1, ttl=60)
+    assert stored(store) == []
+    assert mailbox.queue.take(["q"], max_tasks=20, lease_seconds=30, worker_id="w") == []
+
+
+def test_a_batch_of_results_is_written_several_at_a_time_and_undone_on_failure(
+    app, store, monkeypatch
+):  # fmt: skip
+    mailbox = box(app).mailbox
+    mailbox.submit_many([PayloadUpload(b"%d" % i, "text/plain") for i in range(16)], queue="q",
+                        owner="alice", priority=0, max_attempts=1, ttl=60)  # fmt: skip
+    taken = mailbox.take(["q"], max_tasks=16, lease_seconds=30, worker_id="w", wait=0)
+    uploads = [ResultUpload(lease.task_id, lease.lease_id, b"r", "text/plain")
+               for lease, _ in taken]  # fmt: skip
+    real_put = store.put
+
+    def put(key, data, **options):
+        if key.startswith("outbox/" + uploads[9].task_id):
+            raise StorageError("disk full")
+        return real_put(key, data, **options)
+
+    monkeypatch.setattr(store, "put", put)
+    with pytest.raises(Unavailable, match="disk full"):
+        mailbox.complete_many(uploads)
+    assert list(store.list("outbox/")) == []  # the other fifteen were written, then deleted
+    assert {mailbox.queue.get(u.task_id).status for u in uploads} == {"running"}
+
+    monkeypatch.setattr(store, "put", real_put)
+    in_flight = _InFlight(store, monkeypatch, "put")
+    done = mailbox.complete_many(uploads)
+    assert in_flight.most >= 2
+    assert {task.status for task in done} == {"succeeded"}
+
+
+class _InFlight:
+    """Wraps ``store.<method>`` to count calls running at once; the first call waits (up to
+    5 s) for a second to start, so calls made one after another show ``most == 1``."""
+
+    def __init__(self, store, monkeypatch, method):
+        self.now = self.most = 0
+        self._lock = threading.Lock()
+        self._second = threading.Event()
+        real = getattr(store, method)
+
+        def wrapped(*args, **kwargs):
+            with self._lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+                first = self.most == 1 and self.now == 1 and not self._second.is_set()
+                if self.now >= 2:
+                    self._second.set()
+            try:
+                if first:
+                    self._second.wait(5)
+                return real(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.now -= 1
+
+        monkeypatch.setattr(store, method, wrapped)
 
 
 # -- /getresults --------------------------------------------------------------------------------
