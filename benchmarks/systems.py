@@ -123,6 +123,37 @@ def rq_call(queue: Any, payload: Any) -> Any:
 
 
 @contextmanager
+def http_floor(hops: int = 4) -> Iterator[list[Driver]]:
+    """No broker at all: each task is ``hops`` bare ``POST /echo`` round trips to the trivial
+    app of ``benchmarks.floor`` (the broker's gunicorn settings), over a keep-alive
+    ``requests.Session`` per client thread like the SDK's. Its throughput is the most any
+    design crossing ``hops`` HTTP exchanges per task could reach with these HTTP stacks on
+    this machine, whatever it did inside them."""
+    import requests
+
+    with procs.Processes() as group:
+        port = procs.free_port()
+        server = group.start([procs.python(), "-m", "benchmarks.floor", "--port", str(port)],
+                             procs.child_env())  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        procs.wait_http(f"{url}/healthz", server)
+
+        def caller() -> Call:
+            session = requests.Session()
+
+            def call(payload: Any) -> Any:
+                for _ in range(hops):
+                    response = session.post(f"{url}/echo", json=payload)
+                    response.raise_for_status()
+                return response.json()
+
+            return call
+
+        yield [Driver(f"bare HTTP, {hops} round trips a task (no broker)", caller, group.pids,
+                      latency=False, targeted=False)]  # fmt: skip
+
+
+@contextmanager
 def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]:
     """inferbox in its production form: ``inferbox-broker serve`` (gunicorn gthread,
     ``BROKER_PROCESSES`` x ``BROKER_THREADS``) on the benchmark Redis and ``file://`` storage,
@@ -146,7 +177,7 @@ def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]
                 if not durable:
                     for driver in drivers:
                         driver.name += " (RAM disk)"
-                        driver.throughput = driver.targeted = False
+                        driver.targeted = False
                 yield drivers
     finally:
         shutil.rmtree(data, ignore_errors=True)
