@@ -108,11 +108,7 @@ def measure_latency(driver: Driver, sizes: Sizes) -> Latency:
 def measure_floor(sizes: Sizes) -> dict[int, Latency]:
     """Sequential groups of 3 and 4 bare round trips to the trivial endpoint."""
     with procs.Processes() as group:
-        port = procs.free_port()
-        server = group.start([procs.python(), "-m", "benchmarks.floor", "--port", str(port)],
-                             procs.child_env())
-        url = f"http://127.0.0.1:{port}"
-        procs.wait_http(f"{url}/healthz", server)
+        url = systems.start_floor(group)
         return {hops: Latency(f"floor x{hops}", floor.round_trips(url, sizes.latency_tasks, hops))
                 for hops in FLOOR_HOPS}  # fmt: skip
 

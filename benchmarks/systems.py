@@ -122,6 +122,17 @@ def rq_call(queue: Any, payload: Any) -> Any:
     return result.return_value
 
 
+def start_floor(group: procs.Processes) -> str:
+    """``benchmarks.floor`` (the trivial app, the broker's gunicorn settings) on a loopback
+    port of ``group``; its base URL once it answers."""
+    port = procs.free_port()
+    server = group.start([procs.python(), "-m", "benchmarks.floor", "--port", str(port)],
+                         procs.child_env())  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    procs.wait_http(f"{url}/healthz", server)
+    return url
+
+
 @contextmanager
 def http_floor(hops: int = 4) -> Iterator[list[Driver]]:
     """No broker at all: each task is ``hops`` bare ``POST /echo`` round trips to the trivial
@@ -132,11 +143,7 @@ def http_floor(hops: int = 4) -> Iterator[list[Driver]]:
     import requests
 
     with procs.Processes() as group:
-        port = procs.free_port()
-        server = group.start([procs.python(), "-m", "benchmarks.floor", "--port", str(port)],
-                             procs.child_env())  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        procs.wait_http(f"{url}/healthz", server)
+        url = start_floor(group)
 
         def caller() -> Call:
             session = requests.Session()
