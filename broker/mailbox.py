@@ -420,9 +420,14 @@ class Mailbox:
             if refusal is None and task is not None and task.status == K.RUNNING:
                 storing.append(len(outcomes))
             outcomes.append(refusal if refusal is not None else task)
-        completions = self._each(
-            lambda index: self._store_result(uploads[index], current[index]),  # type: ignore[arg-type]
-            storing, undo=lambda _, completion: self._discard(completion.result_key))
+
+        def store(index: int) -> Completion:
+            task = current[index]
+            assert task is not None  # refused above otherwise
+            return self._store_result(uploads[index], task)
+
+        completions = self._each(store, storing,
+                                 undo=lambda _, completion: self._discard(completion.result_key))
         answers = self.queue.complete_many(completions)
         for index, completion, answer in zip(storing, completions, answers, strict=True):
             if isinstance(answer, BrokerError):
