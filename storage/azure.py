@@ -57,6 +57,10 @@ _CONTAINER_NAME = re.compile(r"\$root|(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*")
 _ENCODED_NAME = re.compile(r"ib_(?:[a-z0-9]|__|_h)+")
 _META_HEADER = "x-ms-meta-"
 # Quick retries: a broker request waits for them. The SDK's default backs off 15 s and more.
+# Connections the default client keeps for reuse: a broker process calls the store from all its
+# request threads (64 by default) and its batch storage threads; requests' default of 10 would
+# open and discard a connection per call beyond ten, with a warning each time.
+MAX_POOL_CONNECTIONS = 128
 _RETRY: dict[str, Any] = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
 
 
@@ -274,13 +278,37 @@ def _default_client(container: str) -> Any:
     env = os.environ
     connection_string = env.get("AZURE_STORAGE_CONNECTION_STRING", "").strip()
     if connection_string:
-        service = BlobServiceClient.from_connection_string(connection_string, **_RETRY)
+        service = BlobServiceClient.from_connection_string(
+            connection_string, transport=_transport(), **_RETRY
+        )
         return service.get_container_client(container)
     account_url = _account_url(env)
     credential = _credential(env)
-    return BlobServiceClient(account_url, credential=credential, **_RETRY).get_container_client(
-        container
-    )
+    service = BlobServiceClient(account_url, credential=credential, transport=_transport(),
+                                **_RETRY)  # fmt: skip
+    return service.get_container_client(container)
+
+
+def _transport() -> Any:
+    """azure-core's requests transport over a session that keeps ``MAX_POOL_CONNECTIONS``
+    connections for reuse (requests keeps 10: see ``MAX_POOL_CONNECTIONS``), set up as
+    azure-core sets up its own: no retries in the adapter, its retry policy does them."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from urllib3.util.retry import Retry
+
+    try:  # azure-core's adapter: larger socket blocks for uploads
+        from azure.core.pipeline.transport._requests_basic import (
+            BiggerBlockSizeHTTPAdapter as Adapter,
+        )
+    except ImportError:
+        from requests.adapters import HTTPAdapter as Adapter
+    session = requests.Session()
+    adapter = Adapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+                      pool_maxsize=MAX_POOL_CONNECTIONS)  # fmt: skip
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(session=session, session_owner=True)
 
 
 def _account_url(env: Mapping[str, str]) -> str:

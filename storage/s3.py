@@ -1,7 +1,8 @@
 """``s3://bucket/optional/prefix``: blobs as objects in an S3 bucket (AWS, MinIO, R2, ...).
 
 boto3 is imported when a store is opened, never by ``import storage``: install ``inferbox[s3]``.
-The client is ``boto3.client("s3")`` configured the standard way: credentials from the usual
+The client is ``boto3.client("s3")`` configured the standard way (keeping up to
+``MAX_POOL_CONNECTIONS`` connections for reuse, not 10): credentials from the usual
 chain, the endpoint from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (MinIO, R2), the region
 from ``AWS_REGION``, else ``AWS_DEFAULT_REGION`` or the AWS config file. For a MinIO host that
 has no per-bucket DNS, set ``addressing_style = path`` under ``s3`` in the AWS config file.
@@ -46,6 +47,10 @@ from .keys import is_valid_key, validate_key
 from .source import Source
 
 MAX_OBJECT_KEY_BYTES = 1024
+# Connections the default client keeps for reuse. A broker process calls the store from all its
+# request threads (64 by default) and its batch storage threads; boto3's default of 10 would
+# open and discard a connection per call beyond ten, with a warning each time.
+MAX_POOL_CONNECTIONS = 128
 MAX_STORED_METADATA_BYTES = 2048
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _ENCODED_NAME = re.compile(r"(?:[a-z0-9]|--|-u)+")
@@ -169,9 +174,11 @@ def _import_boto3_transfer() -> Any:
 
 def _default_client() -> Any:
     import boto3
+    from botocore.config import Config
 
     # boto3 reads AWS_DEFAULT_REGION itself; AWS_REGION is the name the other AWS SDKs use.
-    return boto3.client("s3", region_name=os.environ.get("AWS_REGION") or None)
+    return boto3.client("s3", region_name=os.environ.get("AWS_REGION") or None,
+                        config=Config(max_pool_connections=MAX_POOL_CONNECTIONS))
 
 
 def _backend_error_types() -> tuple[type[BaseException], ...]:

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import pytest
@@ -383,6 +384,25 @@ class BlobStoreContract:
         keys = list(store.list())
         assert keys == sorted(f"t{n}/k{i}" for n in range(6) for i in range(10))
         assert store.read_bytes("t5/k9") == b"5-9"
+
+    def test_many_threads_at_once_keep_their_connections(
+        self, store: BlobStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A broker process calls its store from every request thread (64 by default) and its
+        batch storage threads at once. An HTTP backend keeps a connection for each rather than
+        opening and discarding those over a pool of 10 (urllib3 warns "pool is full")."""
+        store.put("shared", b"x" * 100, content_type="text/plain")
+        start = threading.Barrier(40, timeout=30)
+
+        def read(_: int) -> bytes:
+            start.wait()  # all 40 at once
+            with store.get("shared") as blob:
+                return blob.read()
+
+        with (caplog.at_level("WARNING", logger="urllib3.connectionpool"),
+              ThreadPoolExecutor(40) as pool):  # fmt: skip
+            assert set(pool.map(read, range(40))) == {b"x" * 100}
+        assert not [record for record in caplog.records if "pool is full" in record.getMessage()]
 
     def test_ping_on_a_healthy_store(self, store: BlobStore) -> None:
         store.ping()
