@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import requests
 
 from client_sdk.backoff import Backoff
-from client_sdk.codec import BINARY, Encoded, ImageAs, decode, encode
+from client_sdk.codec import BINARY, Encoded, ImageAs, decode, encode, file_type
 from client_sdk.errors import (
     APIError,
     BrokerUnavailable,
@@ -131,9 +134,10 @@ class Client:
         ``bytes`` go as ``application/octet-stream``, ``str`` as UTF-8 ``text/plain``,
         ``dict``/``list`` (and other JSON values) as ``application/json``, numpy arrays as
         ``.npy``, PIL images as PNG, a ``pathlib.Path`` as the file's bytes typed by its
-        extension (a ``str`` is always text, never a path); ``content_type`` overrides the
-        header, not the encoding. ``priority`` (0-9), ``max_attempts`` (1-100)
-        and ``ttl`` (seconds) default to the broker's defaults when ``None``.
+        extension, streamed from the file (a ``str`` is always text, never a path);
+        ``content_type`` overrides the header, not the encoding. ``priority`` (0-9),
+        ``max_attempts`` (1-100) and ``ttl`` (seconds) default to the broker's defaults when
+        ``None``.
 
         Every submit carries an ``Idempotency-Key`` (a fresh UUID unless one is given), so a
         submit that failed on the connection or with 502/503/504 is retried with the same key
@@ -147,7 +151,11 @@ class Client:
         runs out. A task that ended meanwhile comes back with its outcome in hand, so
         ``result()`` answers (or raises) without another request.
         """
-        body, default_type = encode(payload)
+        body: bytes | Path
+        if isinstance(payload, os.PathLike):  # streamed from the file, never read whole
+            body, default_type = Path(payload), file_type(payload)
+        else:
+            body, default_type = encode(payload)
         headers = {
             "Content-Type": content_type or default_type,
             "Idempotency-Key": idempotency_key or uuid.uuid4().hex,
@@ -172,11 +180,14 @@ class Client:
         return Task(self, task_id, document)
 
     def _post_predict(
-        self, body: bytes, headers: dict[str, str], params: dict[str, Any], wait: float = 0.0
-    ) -> requests.Response:
+        self, body: bytes | Path, headers: dict[str, str], params: dict[str, Any],
+        wait: float = 0.0,
+    ) -> requests.Response:  # fmt: skip
         def attempt() -> requests.Response:
-            response = send(self._session, "POST", task_url(self.url, "predict"), params=params,
-                            headers=headers, data=body, timeout=self.timeout + wait)  # fmt: skip
+            with body.open("rb") if isinstance(body, Path) else nullcontext(body) as data:
+                response = send(self._session, "POST", task_url(self.url, "predict"),
+                                params=params, headers=headers, data=data,
+                                timeout=self.timeout + wait)  # fmt: skip
             if not (wait and _is_outcome(response)):
                 raise_for_error(response)
             return response

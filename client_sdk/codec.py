@@ -57,6 +57,7 @@ __all__ = [
     "dump_json",
     "encode",
     "is_image",
+    "file_type",
     "read_file",
     "stack",
 ]
@@ -217,13 +218,18 @@ def _encode_picture(value: Any, content_type: str) -> Encoded:
 
 
 def read_file(path: str | os.PathLike[str]) -> Encoded:
-    """A file's bytes, typed by its extension (``application/octet-stream`` when unknown)."""
+    """A file's bytes, typed by its extension (``file_type``)."""
+    return Encoded(Path(path).read_bytes(), file_type(path))
+
+
+def file_type(path: str | os.PathLike[str]) -> str:
+    """The media type of a file by its extension (``application/octet-stream`` when unknown)."""
     file = Path(path)
     suffix = file.suffix.lower()
     content_type = _EXTRA_TYPES.get(suffix) or mimetypes.guess_type(file.name)[0] or BINARY
     if content_type.startswith("text/"):
         content_type += "; charset=utf-8"
-    return Encoded(file.read_bytes(), content_type)
+    return content_type
 
 
 def _charset(params: dict[str, str]) -> str:

@@ -39,7 +39,8 @@ class FakeBroker:
     def predict(self, request: requests.PreparedRequest):
         with self.lock:
             task_id = f"T{len(self.payloads)}"
-            self.payloads[task_id] = request.body
+            body = request.body  # a file object when a Path was submitted: it streams
+            self.payloads[task_id] = body.read() if hasattr(body, "read") else body
             self.types[task_id] = request.headers["Content-Type"]
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -150,6 +151,34 @@ def test_submit_infers_the_content_type_of_paths_arrays_and_images(fake, tmp_pat
         "image/png", "text/plain; charset=utf-8", "application/x-npy", "image/png",
         "text/plain; charset=utf-8", "application/octet-stream"]  # fmt: skip
     assert fake.payloads["T0"] == photo.read_bytes()
+
+
+def test_a_path_is_streamed_from_the_file_and_sent_whole_again_on_a_retry(
+    tmp_path, monkeypatch
+) -> None:  # fmt: skip
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+
+    def read_whole(self):
+        raise AssertionError(f"{self} was read whole into memory")
+
+    monkeypatch.setattr(Path, "read_bytes", read_whole)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
+        refusals = iter([True])
+        sent: list[bytes] = []
+
+        def flaky(request):
+            body = request.body  # responses may have read the stream already
+            sent.append(body.read() if hasattr(body, "read") else body)
+            if next(refusals, False):  # the first attempt: the broker is away for a moment
+                return 503, {"Retry-After": "0"}, json.dumps({"error": "unavailable"})
+            return 202, {}, json.dumps({"task_id": "T9", "status": "queued"})
+
+        mocked.add_callback(responses.POST, f"{BROKER}/predict", callback=flaky)
+        with Client(BROKER) as client:
+            assert client.submit(big).id == "T9"
+    whole = bytes(range(256)) * 4096
+    assert sent == [whole, whole]
 
 
 def png_of(array: np.ndarray) -> bytes:
