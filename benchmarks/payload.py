@@ -92,7 +92,7 @@ def payload_section(sizes: Sizes) -> Section:
         "gunicorn worker process sampled every 50 ms, growth = peak - value before the submit. "
         "One `inferbox-worker` (`benchmarks.handlers:echo_bytes`) returns the bytes unchanged; "
         "its peak RSS is absolute (the handler holds the payload and its result in memory).",
-        "Client: `Client.submit(Path)` reads the file into memory (client RSS growth shows it); "
-        "the result is fetched with a streamed `GET /getresult` into a file.",
+        "Client: `Client.submit(Path)` streams the file; the result is fetched with a streamed "
+        "`GET /getresult` into a file.",
     ]
     return section
