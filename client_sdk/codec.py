@@ -56,8 +56,8 @@ __all__ = [
     "decode",
     "dump_json",
     "encode",
-    "is_image",
     "file_type",
+    "is_image",
     "read_file",
     "stack",
 ]

@@ -56,11 +56,11 @@ METADATA_VALUE_PREFIX = "="
 _CONTAINER_NAME = re.compile(r"\$root|(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*")
 _ENCODED_NAME = re.compile(r"ib_(?:[a-z0-9]|__|_h)+")
 _META_HEADER = "x-ms-meta-"
-# Quick retries: a broker request waits for them. The SDK's default backs off 15 s and more.
 # Connections the default client keeps for reuse: a broker process calls the store from all its
 # request threads (64 by default) and its batch storage threads; requests' default of 10 would
 # open and discard a connection per call beyond ten, with a warning each time.
 MAX_POOL_CONNECTIONS = 128
+# Quick retries: a broker request waits for them. The SDK's default backs off 15 s and more.
 _RETRY: dict[str, Any] = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
 
 
@@ -291,7 +291,7 @@ def _default_client(container: str) -> Any:
 
 def _transport() -> Any:
     """azure-core's requests transport over a session that keeps ``MAX_POOL_CONNECTIONS``
-    connections for reuse (requests keeps 10: see ``MAX_POOL_CONNECTIONS``), set up as
+    connections for reuse (requests keeps 10), set up as
     azure-core sets up its own: no retries in the adapter, its retry policy does them."""
     import requests
     from azure.core.pipeline.transport import RequestsTransport
