@@ -13,17 +13,11 @@ import pytest
 
 from broker import Settings, create_app
 from broker.queue import TaskQueue
-from storage import open_store
 
 CLIENT = {"Authorization": "Bearer alice-token"}
 OTHER_CLIENT = {"Authorization": "Bearer bob-token"}
 WORKER = {"Authorization": "Bearer worker-token"}
 ADMIN = {"Authorization": "Bearer admin-token"}
-
-
-@pytest.fixture
-def store():
-    return open_store("memory://")
 
 
 @pytest.fixture
@@ -36,11 +30,6 @@ def app(store, clock):
     app = create_app(settings, queue=queue, store=store)
     app.extensions["inferbox"].mailbox.recheck = 0.05
     return app
-
-
-@pytest.fixture
-def http(app):
-    return app.test_client()
 
 
 def submit(http, body=b'{"x": 1}', content_type="application/json", headers=CLIENT, **query):

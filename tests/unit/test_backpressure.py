@@ -8,13 +8,7 @@ import pytest
 from broker import Settings
 from broker.errors import QueueFull, SettingsError
 from broker.queue import NewTask
-from storage import open_store
 from tests.unit.brokerkit import CLIENT, OTHER_CLIENT, box, make_app, submit, take
-
-
-@pytest.fixture
-def store():
-    return open_store("memory://")
 
 
 def refused(response, code):

@@ -11,7 +11,7 @@ import pytest
 from broker.errors import Unavailable
 from broker.mailbox import PayloadUpload, ResultUpload
 from client_sdk.http import multipart_body, parse_multipart
-from storage import StorageError, open_store
+from storage import StorageError
 from tests.unit.brokerkit import (
     CLIENT,
     OTHER_CLIENT,
@@ -24,21 +24,6 @@ from tests.unit.brokerkit import (
     submit,
     take,
 )
-
-
-@pytest.fixture
-def store():
-    return open_store("memory://")
-
-
-@pytest.fixture
-def app(store, clock):
-    return make_app(store, clock)
-
-
-@pytest.fixture
-def http(app):
-    return app.test_client()
 
 
 def predictbatch(http, parts, headers=CLIENT, **query):

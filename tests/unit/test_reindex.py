@@ -27,11 +27,6 @@ from tests.unit.brokerkit import (
 )
 
 
-@pytest.fixture
-def store():
-    return open_store("memory://")
-
-
 def lived_a_day(store, clock):
     """A broker that saw every kind of task; returns (app, {name: task id})."""
     app = make_app(store, clock)

@@ -8,15 +8,10 @@ import pytest
 from broker import Settings
 from broker import keys as K
 from broker.errors import SettingsError
-from storage import StorageUnavailable, open_store
+from storage import StorageUnavailable
 from tests.unit.brokerkit import CLIENT, box, make_app, put, put_error, status, submit, take
 
 RETENTION = 3600
-
-
-@pytest.fixture
-def store():
-    return open_store("memory://")
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from broker.cli import main
 from broker.errors import AuthError, SettingsError
 from broker.task import new_task_id
 from client_sdk.http import multipart_body, parse_multipart
-from storage import open_store
 from tests.unit.brokerkit import (
     ADMIN,
     CLIENT,
@@ -86,16 +85,6 @@ for _method in ("GET", "POST"):
         (_method, "/api/puttaskresult_v0"): {"nobody": 401, "owner": 403, "other": 403,
                                              "worker": 400, "admin": 400},
     }  # fmt: skip
-
-
-@pytest.fixture
-def store():
-    return open_store("memory://")
-
-
-@pytest.fixture
-def app(store, clock):
-    return make_app(store, clock)
 
 
 def test_every_endpoint_has_a_row_in_the_role_matrix(app):

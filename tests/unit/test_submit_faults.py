@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from werkzeug.exceptions import ClientDisconnected
 
 from broker import keys as K
 from broker.errors import Unavailable
-from storage import StorageUnavailable, open_store
-from tests.unit.brokerkit import CLIENT, box, make_app, status
-
-
-@pytest.fixture
-def store():
-    return open_store("memory://")
-
-
-@pytest.fixture
-def app(store, clock):
-    return make_app(store, clock)
+from storage import StorageUnavailable
+from tests.unit.brokerkit import CLIENT, box, status
 
 
 def index_keys(app):

@@ -11,16 +11,10 @@ import pytest
 
 from broker import Settings, create_app
 from broker.queue import TaskQueue
-from storage import open_store
 
 CLIENT = {"Authorization": "Bearer alice-token"}
 OTHER_CLIENT = {"Authorization": "Bearer bob-token"}
 WORKER = {"Authorization": "Bearer worker-token"}
-
-
-@pytest.fixture
-def store():
-    return open_store("memory://")
 
 
 @pytest.fixture
