@@ -55,7 +55,7 @@ log = logging.getLogger("inferbox.broker")
 MAX_ERROR_CHARS = 8_000
 # Blob reads and writes one server process runs at once for its batch requests: each waits on
 # the store (a disk's fsync, a cloud store's round trip), so a batch of 100 costs a few waits,
-# not 100 in turn. boto3 keeps 10 connections per client by default.
+# not 100 in turn.
 STORAGE_CONCURRENCY = 8
 
 _Item = TypeVar("_Item")
@@ -92,6 +92,13 @@ def _storage_errors(action: str) -> Iterator[None]:
         raise InvalidRequest(f"cannot {action}: {exc}") from exc
     except StorageError as exc:
         raise Unavailable(f"blob storage failed to {action}: {exc}") from exc
+
+
+def _payload_metadata(task_id: str, queue: str, owner: str, priority: int, max_attempts: int,
+                      ttl: int, created_at: str) -> dict[str, str]:  # fmt: skip
+    """What a payload blob records of its task, so the index can be rebuilt from storage."""
+    return {"task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
+            "max_attempts": str(max_attempts), "ttl": str(ttl), "created_at": created_at}
 
 
 @dataclass(frozen=True)
@@ -144,11 +151,8 @@ class Mailbox:
             return self.queue.get(replayed), False
         task_id = task_id or new_task_id()
         key = K.payload_key(task_id)
-        metadata = {
-            "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
-            "max_attempts": str(max_attempts), "ttl": str(ttl),
-            "created_at": iso(self.queue.clock()) or "",
-        }  # fmt: skip
+        metadata = _payload_metadata(task_id, queue, owner, priority, max_attempts, ttl,
+                                     iso(self.queue.clock()) or "")  # fmt: skip
         with _storage_errors("store the payload"):
             info = self.store.put(key, body, content_type=content_type, metadata=metadata)
         new = NewTask(queue=queue, owner=owner, content_type=content_type, size=info.size,
@@ -215,10 +219,8 @@ class Mailbox:
 
         def store(index: int) -> int:
             upload, task_id = uploads[index], task_ids[index]
-            metadata = {
-                "task_id": task_id, "queue": queue, "owner": owner, "priority": str(priority),
-                "max_attempts": str(max_attempts), "ttl": str(ttl), "created_at": created_at,
-            }  # fmt: skip
+            metadata = _payload_metadata(task_id, queue, owner, priority, max_attempts, ttl,
+                                         created_at)  # fmt: skip
             with _storage_errors("store the payload"):
                 return self.store.put(K.payload_key(task_id), io.BytesIO(upload.body),
                                       content_type=upload.content_type, metadata=metadata).size
@@ -327,6 +329,10 @@ class Mailbox:
                 return self.store.get(task.result_key)
             except BlobNotFound as exc:
                 raise Unavailable(f"the result of task {task.id} is missing from storage") from exc
+
+    def open_results(self, tasks: Sequence[Task]) -> list[Blob]:
+        """``open_result`` of each task, several at a time; all closed again if one fails."""
+        return self._each(self.open_result, tasks, undo=lambda _, blob: blob.close())
 
     def cancel(self, task_id: str, owner: str | None) -> Task:
         self.task(task_id, owner)

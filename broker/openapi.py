@@ -227,11 +227,16 @@ SCHEMAS: dict[str, Any] = {
 WEBHOOK_EVENTS = r"^(completed|failed|progress)(,(completed|failed|progress))*$"
 
 
+def _submit_options() -> list[tuple[str, dict[str, Any], str]]:
+    """The options every submit takes, one task or a batch."""
+    return [("queue", QUEUE, "queue (model) name, default 'default'"),
+            ("priority", _integer(0, K.MAX_PRIORITY), "0-9, higher first"),
+            ("max_attempts", _integer(1, K.MAX_ATTEMPTS_LIMIT), "attempts"),
+            ("ttl", _integer(1, K.MAX_TTL), "seconds it may wait queued")]
+
+
 def _predict() -> dict[str, Any]:
-    options = [("queue", QUEUE, "queue (model) name, default 'default'"),
-               ("priority", _integer(0, K.MAX_PRIORITY), "0-9, higher first"),
-               ("max_attempts", _integer(1, K.MAX_ATTEMPTS_LIMIT), "attempts"),
-               ("ttl", _integer(1, K.MAX_TTL), "seconds it may wait queued"),
+    options = [*_submit_options(),
                ("webhook", {"type": "string", "format": "uri", "pattern": "^https?://",
                             "maxLength": K.WEBHOOK_MAX_URL},
                 "http(s) URL to POST signed events to (or X-Inferbox-Webhook); refused (400) "
@@ -289,10 +294,7 @@ def _getresult() -> dict[str, Any]:
 
 
 def _batch_ops() -> dict[str, Any]:
-    options = [("queue", QUEUE, "queue (model) name, default 'default'"),
-               ("priority", _integer(0, K.MAX_PRIORITY), "0-9, higher first"),
-               ("max_attempts", _integer(1, K.MAX_ATTEMPTS_LIMIT), "attempts"),
-               ("ttl", _integer(1, K.MAX_TTL), "seconds it may wait queued")]
+    options = _submit_options()
     # OpenAPI 3.1 cannot describe multipart/mixed framing: the bodies are declared as bytes.
     predictbatch = {"post": {
         "summary": "Submit several tasks at once: one multipart/mixed part per payload",

@@ -160,9 +160,7 @@ class Client:
             "Content-Type": content_type or default_type,
             "Idempotency-Key": idempotency_key or uuid.uuid4().hex,
         }
-        options = {"priority": priority, "max_attempts": max_attempts, "ttl": ttl}
-        params: dict[str, Any] = {"queue": queue}
-        params.update({name: value for name, value in options.items() if value is not None})
+        params = _submit_params(queue, priority, max_attempts, ttl)
         hold = 0.0 if wait is None else round(min(MAX_WAIT, max(0.0, wait)), 3)
         if hold:
             params["wait"] = hold
@@ -208,9 +206,7 @@ class Client:
         refuses (a bad option, a full queue once retries run out) queues none of its tasks;
         earlier batches stay queued.
         """
-        options = {"priority": priority, "max_attempts": max_attempts, "ttl": ttl}
-        params: dict[str, Any] = {"queue": queue}
-        params.update({name: value for name, value in options.items() if value is not None})
+        params = _submit_params(queue, priority, max_attempts, ttl)
         source = iter(payloads)
         tasks: list[Task] = []
         while chunk := list(islice(source, MAX_BATCH)):
@@ -491,6 +487,14 @@ class Task:
 def _worth_retrying(exc: APIError) -> bool:
     """No answer at all, a gateway saying the broker is briefly away, or backpressure."""
     return exc.status_code is None or exc.status_code in RETRY_STATUSES or exc.status_code == 429
+
+
+def _submit_params(queue: str, priority: int | None, max_attempts: int | None,
+                   ttl: int | None) -> dict[str, Any]:  # fmt: skip
+    """The query string of a submit: the queue, and each option that is not left to the
+    broker's default."""
+    options = {"priority": priority, "max_attempts": max_attempts, "ttl": ttl}
+    return {"queue": queue, **{name: value for name, value in options.items() if value is not None}}
 
 
 def _wait_seconds(deadline: float | None) -> int:

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .base import DEFAULT_CONTENT_TYPE, BlobStore
+from .base import DEFAULT_CONTENT_TYPE, MAX_POOL_CONNECTIONS, BlobStore
 from .blob import Blob, BlobInfo
 from .errors import BlobNotFound, InvalidKey, InvalidMetadata, StorageError, StorageUnavailable
 from .keys import is_valid_key, validate_key
@@ -56,10 +56,6 @@ METADATA_VALUE_PREFIX = "="
 _CONTAINER_NAME = re.compile(r"\$root|(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*")
 _ENCODED_NAME = re.compile(r"ib_(?:[a-z0-9]|__|_h)+")
 _META_HEADER = "x-ms-meta-"
-# Connections the default client keeps for reuse: a broker process calls the store from all its
-# request threads (64 by default) and its batch storage threads; requests' default of 10 would
-# open and discard a connection per call beyond ten, with a warning each time.
-MAX_POOL_CONNECTIONS = 128
 # Quick retries: a broker request waits for them. The SDK's default backs off 15 s and more.
 _RETRY: dict[str, Any] = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
 

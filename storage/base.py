@@ -19,6 +19,11 @@ from .source import Source
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
+# Connections an HTTP store's default client keeps for reuse: a broker process calls its store
+# from all its request threads (64 by default) and its batch storage threads; the SDKs' default
+# of 10 would open and discard a connection per call beyond ten, with a warning each time.
+MAX_POOL_CONNECTIONS = 128
+
 class BlobStore(ABC):
     """Blobs (bytes plus a content type and small metadata) stored under string keys.
 

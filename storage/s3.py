@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .base import DEFAULT_CONTENT_TYPE, BlobStore
+from .base import DEFAULT_CONTENT_TYPE, MAX_POOL_CONNECTIONS, BlobStore
 from .blob import Blob, BlobInfo
 from .errors import (
     BlobNotFound,
@@ -47,10 +47,6 @@ from .keys import is_valid_key, validate_key
 from .source import Source
 
 MAX_OBJECT_KEY_BYTES = 1024
-# Connections the default client keeps for reuse. A broker process calls the store from all its
-# request threads (64 by default) and its batch storage threads; boto3's default of 10 would
-# open and discard a connection per call beyond ten, with a warning each time.
-MAX_POOL_CONNECTIONS = 128
 MAX_STORED_METADATA_BYTES = 2048
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _ENCODED_NAME = re.compile(r"(?:[a-z0-9]|--|-u)+")

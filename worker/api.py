@@ -5,13 +5,19 @@ One ``BrokerAPI`` per thread: each holds its own ``requests.Session``.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
 from client_sdk.codec import Encoded
 from client_sdk.errors import ProtocolError
-from client_sdk.http import json_document, make_session, raise_for_error, send, task_url
+from client_sdk.http import (
+    json_document,
+    make_session,
+    multipart_body,
+    raise_for_error,
+    send,
+    task_url,
+)
 from worker.task import TakenTask, taken_tasks
 
 __all__ = ["BrokerAPI"]
@@ -67,19 +73,15 @@ class BrokerAPI:
         self, items: Sequence[tuple[TakenTask, Encoded]], model_version: str | None
     ) -> list[dict[str, Any]]:
         """Post several results in one ``multipart/mixed`` request; the per-task answers."""
-        boundary = secrets.token_hex(16)
-        chunks = []
-        for task, outcome in items:
-            head = (f"--{boundary}\r\nContent-Type: {outcome.content_type}\r\n"
-                    f"X-Inferbox-Task-Id: {task.id}\r\nX-Inferbox-Lease-Id: {task.lease_id}"
-                    "\r\n\r\n")  # fmt: skip
-            chunks += [head.encode("latin-1"), outcome.body, b"\r\n"]
-        chunks.append(f"--{boundary}--\r\n".encode())
-        headers = {"Content-Type": f"multipart/mixed; boundary={boundary}"}
+        body, content_type = multipart_body(
+            ({"Content-Type": outcome.content_type, "X-Inferbox-Task-Id": task.id,
+              "X-Inferbox-Lease-Id": task.lease_id}, outcome.body)
+            for task, outcome in items)  # fmt: skip
+        headers = {"Content-Type": content_type}
         if model_version:
             headers["X-Inferbox-Model-Version"] = model_version
         response = send(self._session, "POST", task_url(self.url, "puttaskresults"),
-                        data=b"".join(chunks), headers=headers, timeout=self.timeout)  # fmt: skip
+                        data=body, headers=headers, timeout=self.timeout)  # fmt: skip
         raise_for_error(response)
         results = json_document(response).get("results")
         if not isinstance(results, list) or len(results) != len(items):

@@ -12,20 +12,31 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from storage import Blob
+
 from .. import keys as K
 from .. import multipart, options
 from ..auth import CLIENT
-from ..errors import InvalidOption, InvalidRequest, Unavailable
+from ..errors import InvalidOption, InvalidRequest, TaskNotFound
 from ..mailbox import PayloadUpload
 from ..sources import REFERENCE_TYPE
 from ..task import Task
 from ..web import untrusted
-from .common import authorize, box, json_body, known_query, mailbox, owner_filter, request_body
+from .common import (
+    authorize,
+    box,
+    json_body,
+    known_fields,
+    known_query,
+    mailbox,
+    owner_filter,
+    request_body,
+    result_headers,
+)
 from .tasks import submit_options
 
 bp = Blueprint("batches", __name__)
 
-NOT_FOUND = "not_found"
 
 
 @bp.post("/predictbatch")
@@ -69,10 +80,7 @@ def getresults() -> Response:
     principal = authorize(CLIENT)
     known_query()
     body = json_body()
-    unknown = sorted(set(body) - {"task_ids", "wait"})
-    if unknown:
-        raise InvalidOption(f"unknown field {unknown[0][:64]!r} (this endpoint takes: task_ids, "
-                            "wait)")  # fmt: skip
+    known_fields(body, "task_ids", "wait")
     task_ids = _task_ids(body.get("task_ids"))
     wait = body.get("wait", 0)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)):
@@ -103,22 +111,19 @@ def _task_ids(raw: Any) -> list[str]:
 
 
 def _outcome_parts(task_ids: list[str], found: dict[str, Task | None]) -> list[multipart.OutPart]:
+    succeeded = [task for task in found.values() if task is not None and task.status == K.SUCCEEDED]
+    results = dict(zip((task.id for task in succeeded), mailbox().open_results(succeeded),
+                       strict=True))  # fmt: skip
     parts: list[multipart.OutPart] = []
-    try:
-        for task_id in task_ids:
-            task = found.get(task_id)
-            if task is None:
-                parts.append(_document_part(task_id, NOT_FOUND, {
-                    "error": NOT_FOUND, "message": f"no task {task_id}"}))  # fmt: skip
-            elif task.status == K.SUCCEEDED:
-                parts.append(_result_part(task))
-            elif task.is_final:
-                parts.append(_document_part(task_id, task.status, task.to_doc()))
-    except Unavailable:
-        for part in parts:  # the results opened so far
-            if not isinstance(part.body, bytes):
-                part.body.close()
-        raise
+    for task_id in task_ids:
+        task = found.get(task_id)
+        if task is None:
+            parts.append(_document_part(task_id, TaskNotFound.code, {
+                "error": TaskNotFound.code, "message": f"no task {task_id}"}))  # fmt: skip
+        elif task.status == K.SUCCEEDED:
+            parts.append(_result_part(task, results[task.id]))
+        elif task.is_final:
+            parts.append(_document_part(task_id, task.status, task.to_doc()))
     return parts
 
 
@@ -128,9 +133,7 @@ def _document_part(task_id: str, status: str, doc: dict[str, Any]) -> multipart.
     return multipart.OutPart(headers, json.dumps(doc).encode())
 
 
-def _result_part(task: Task) -> multipart.OutPart:
+def _result_part(task: Task, result: Blob) -> multipart.OutPart:
     headers = {"Content-Type": task.result_content_type or "application/octet-stream",
-               "X-Inferbox-Task-Id": task.id, "X-Inferbox-Status": task.status}  # fmt: skip
-    if task.model_version:
-        headers["X-Inferbox-Model-Version"] = task.model_version
-    return multipart.OutPart(headers, mailbox().open_result(task))
+               **result_headers(task), "X-Inferbox-Status": task.status}  # fmt: skip
+    return multipart.OutPart(headers, result)

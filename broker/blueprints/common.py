@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from flask import current_app, request
@@ -20,6 +20,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from ..app import Inferbox
     from ..mailbox import Mailbox
+    from ..task import Task
 
 
 def box() -> Inferbox:
@@ -65,13 +66,31 @@ def option(
     return checked[0] if checked else check(None)
 
 
+def result_headers(task: Task) -> dict[str, str]:
+    """The headers that go with a task's result bytes: its id, and the model version when the
+    worker named one."""
+    headers = {"X-Inferbox-Task-Id": task.id}
+    if task.model_version:
+        headers["X-Inferbox-Model-Version"] = task.model_version
+    return headers
+
+
 def known_query(*names: str) -> None:
     """Refuse query parameters other than ``names``: a misspelt option is an error, not a
     silently applied default."""
-    unknown = sorted(set(request.args) - set(names))
+    _refuse_unknown("query parameter", request.args, names)
+
+
+def known_fields(body: dict[str, Any], *names: str) -> None:
+    """Refuse fields of a JSON body other than ``names``, as ``known_query`` does."""
+    _refuse_unknown("field", body, names)
+
+
+def _refuse_unknown(what: str, given: Iterable[str], names: tuple[str, ...]) -> None:
+    unknown = sorted(set(given) - set(names))
     if unknown:
         takes = ", ".join(names) if names else "none"
-        raise InvalidOption(f"unknown query parameter {unknown[0][:64]!r} (this endpoint takes: "
+        raise InvalidOption(f"unknown {what} {unknown[0][:64]!r} (this endpoint takes: "
                             f"{takes})")  # fmt: skip
 
 

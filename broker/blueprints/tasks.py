@@ -26,6 +26,7 @@ from .common import (
     option,
     owner_filter,
     request_body,
+    result_headers,
     stream_blob,
 )
 
@@ -157,7 +158,5 @@ def _result_response(task: Task) -> Response:
     blob = mailbox().open_result(task)
     response = Response(stream_blob(blob), content_type=task.result_content_type)
     response.content_length = blob.info.size
-    response.headers["X-Inferbox-Task-Id"] = task.id
-    if task.model_version:
-        response.headers["X-Inferbox-Model-Version"] = task.model_version
+    response.headers.update(result_headers(task))
     return untrusted(response)
