@@ -6,11 +6,10 @@ Redis URL comes from ``INFERBOX_BENCH_REDIS_URL`` (``benchmarks.config.REDIS_URL
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
 
 from benchmarks.config import REDIS_URL
+from benchmarks.handlers import noop
 
 
 def make_app() -> Celery:
@@ -23,10 +22,6 @@ def make_app() -> Celery:
                     result_expires=3600)  # fmt: skip
     app.task(name="bench.noop")(noop)
     return app
-
-
-def noop(payload: Any) -> Any:
-    return payload
 
 
 app = make_app()

@@ -20,12 +20,11 @@ from benchmarks import floor, procs, profiling, systems
 from benchmarks.config import BATCH_SIZE, CLIENT_THREADS, MAP_IN_FLIGHT, WORKER_PROCESSES, Sizes
 from benchmarks.report import Check, Section, fmt, ratio
 from benchmarks.stats import CpuMeter, percentile
-from benchmarks.systems import Driver
+from benchmarks.systems import CELERY, ONE_PER_TASK, Driver, batched_name, floor_name
 
-CELERY, RQ_FORK, RQ_SIMPLE = "Celery (prefork)", "RQ Worker (fork)", "RQ SimpleWorker"
-ONE_PER_TASK = "inferbox submit + result"
-BATCHED = f"inferbox Client.map, worker batch {BATCH_SIZE}"
-FLOOR = "bare HTTP, 4 round trips a task (no broker)"
+RQ_FORK, RQ_SIMPLE = "RQ Worker (fork)", "RQ SimpleWorker"
+BATCHED = batched_name(BATCH_SIZE)
+FLOOR = floor_name(4)
 FLOOR_HOPS = (3, 4)  # predict?wait crosses 3 HTTP exchanges, submit + getresult?wait 4
 
 

@@ -15,7 +15,7 @@ import io
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,7 +47,6 @@ class Held:
     rss_mb: float
     redis_connections: int
     client_list: int
-    statuses: dict[str, int] = field(default_factory=dict)
 
 
 def wait_for(waiter: Waiter, host: str, port: int) -> None:
@@ -88,11 +87,14 @@ def hold(waiters: list[Waiter], url: str, pid: int) -> list[threading.Thread]:
     """Start one thread per waiter; return once the broker has accepted them all or stops
     accepting more (its connection limit)."""
     parts = urlsplit(url)
-    threading.stack_size(256 * 1024)
+    old_stack = threading.stack_size(256 * 1024)  # 1,000 threads: small stacks, then back
     threads = [threading.Thread(target=wait_for, args=(w, parts.hostname, parts.port),
                                 daemon=True) for w in waiters]  # fmt: skip
-    for thread in threads:
-        thread.start()
+    try:
+        for thread in threads:
+            thread.start()
+    finally:
+        threading.stack_size(old_stack)
     previous, deadline = -1, time.monotonic() + 30
     while time.monotonic() < deadline:
         time.sleep(1.0)

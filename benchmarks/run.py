@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write", action="store_true",
                         help="write benchmarks/RESULTS.md and the README headline table")
     parser.add_argument("--profile", action="store_true",
-                        help="py-spy the broker during throughput; writes benchmarks/PROFILE.md")
+                        help="sample the broker's stacks during throughput; writes "
+                        "benchmarks/PROFILE.md")
     return parser.parse_args(argv)
 
 

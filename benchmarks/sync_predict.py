@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import report  # noqa: E402
 from benchmarks.procs import free_port  # noqa: E402
 from client_sdk import Client  # noqa: E402
 
@@ -158,7 +159,6 @@ def table(results: dict[int, dict[str, dict[str, float]]], args: argparse.Namesp
 
 def write_section(body: str) -> None:
     section = "\n".join([
-        START,
         "## Synchronous predict: one request per task",
         "",
         "`benchmarks/sync_predict.py --write`: `POST /predict?wait=` (the result in the submit's "
@@ -166,15 +166,9 @@ def write_section(body: str) -> None:
         "measured side by side in one run.",
         "",
         body,
-        END,
     ])  # fmt: skip
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+    RESULTS.write_text(report.replace_between(text, START, END, section))
 
 
 def main() -> None:

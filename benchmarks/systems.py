@@ -35,6 +35,18 @@ Call = Callable[[Any], Any]
 RAM_DIR = "/dev/shm"
 
 
+# The names of the rows; the report finds its baselines and targets by them.
+CELERY = "Celery (prefork)"
+ONE_PER_TASK = "inferbox submit + result"
+
+
+def batched_name(batch_size: int) -> str:
+    return f"inferbox Client.map, worker batch {batch_size}"
+
+
+def floor_name(hops: int) -> str:
+    return f"bare HTTP, {hops} round trips a task (no broker)"
+
 @dataclass
 class Driver:
     """One way of running tasks on one system.
@@ -89,7 +101,7 @@ def celery() -> Iterator[list[Driver]]:
             return lambda payload: app.send_task("bench.noop", args=(payload,)).get(
                 timeout=PAYLOAD_TIMEOUT)
 
-        yield [Driver("Celery (prefork)", caller, group.pids)]
+        yield [Driver(CELERY, caller, group.pids)]
 
 
 @contextmanager
@@ -156,7 +168,7 @@ def http_floor(hops: int = 4) -> Iterator[list[Driver]]:
 
             return call
 
-        yield [Driver(f"bare HTTP, {hops} round trips a task (no broker)", caller, group.pids,
+        yield [Driver(floor_name(hops), caller, group.pids,
                       latency=False, targeted=False)]  # fmt: skip
 
 
@@ -176,7 +188,7 @@ def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]
         with procs.Processes() as group:
             url, _ = procs.start_broker(group, REDIS_URL, Path(data).as_uri(),
                                         workers=BROKER_PROCESSES, threads=BROKER_THREADS,
-                                        **_profiled(batch_size))  # fmt: skip
+                                        **_profiled(batch_size, durable))  # fmt: skip
             procs.start_workers(group, url, "bench", "benchmarks.handlers:noop",
                                 WORKER_PROCESSES, "--batch-size", str(batch_size))
             with Client(url, timeout=PAYLOAD_TIMEOUT) as client:
@@ -190,13 +202,13 @@ def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]
         shutil.rmtree(data, ignore_errors=True)
 
 
-def _profiled(batch_size: int) -> dict[str, str]:
-    """Broker options that run it under the sampler when ``--profile`` is on (one request
-    per task only)."""
+def _profiled(batch_size: int, durable: bool) -> dict[str, str]:
+    """Broker options that run it under the sampler when ``--profile`` is on: the broker of
+    the one-request-per-task rows on disk only, the one ``e2e`` samples."""
     from benchmarks import profiling
 
     found = profiling.folder()
-    if found is None or batch_size != 1:
+    if found is None or batch_size != 1 or not durable:
         return {}
     return {"module": "benchmarks.sampler", "INFERBOX_BENCH_PROFILE_DIR": str(found)}
 
@@ -215,9 +227,9 @@ def _inferbox_drivers(client: Any, batch_size: int,
                                timeout=PAYLOAD_TIMEOUT))  # fmt: skip
 
     if batch_size > 1:
-        return [Driver(f"inferbox Client.map, worker batch {batch_size}", predict, pids,
+        return [Driver(batched_name(batch_size), predict, pids,
                        bulk=mapped, latency=False)]
-    return [Driver("inferbox submit + result", submit_result, pids, hops=4),
+    return [Driver(ONE_PER_TASK, submit_result, pids, hops=4),
             Driver("inferbox predict?wait", predict, pids, hops=3)]
 
 
