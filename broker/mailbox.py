@@ -60,6 +60,7 @@ STORAGE_CONCURRENCY = 8
 
 _Item = TypeVar("_Item")
 _Out = TypeVar("_Out")
+_Seen = TypeVar("_Seen")
 
 
 @dataclass(frozen=True)
@@ -296,31 +297,37 @@ class Mailbox:
 
     def wait(self, task_id: str, owner: str | None, seconds: float) -> Task:
         """The task once final, or as it stands after ``seconds``."""
-        deadline = time.monotonic() + seconds
-        with self.notifier.listen([f"done:{task_id}"]) as woken:
-            while True:
-                woken.clear()
-                task = self.task(task_id, owner)
-                remaining = deadline - time.monotonic()
-                if task.is_final or remaining <= 0 or self.closing.is_set():
-                    return task
-                woken.wait(min(self.recheck, remaining))
+        return self._long_poll([f"done:{task_id}"], seconds,
+                               look=lambda: self.task(task_id, owner),
+                               ready=lambda task: task.is_final)  # fmt: skip
 
     def wait_any(self, task_ids: Sequence[str], owner: str | None, seconds: float
                  ) -> list[Task | None]:  # fmt: skip
         """The tasks (None for unknown ids and others' tasks), in order, as soon as one of them
         is final or unknown, or as they stand after ``seconds``. One listener for all of them
         on the process's notifier, and one Redis round trip per look."""
+
+        def look() -> list[Task | None]:
+            return [task if task is not None and owner in (None, task.owner) else None
+                    for task in self.queue.get_many(task_ids)]  # fmt: skip
+
+        return self._long_poll([f"done:{task_id}" for task_id in task_ids], seconds, look=look,
+                               ready=lambda tasks: any(task is None or task.is_final
+                                                       for task in tasks))  # fmt: skip
+
+    def _long_poll(self, channels: Sequence[str], seconds: float, *, look: Callable[[], _Seen],
+                   ready: Callable[[_Seen], bool]) -> _Seen:  # fmt: skip
+        """``look()`` until ``ready`` accepts what it saw, ``seconds`` pass or the process starts
+        closing; returns the last look. It looks again whenever one of ``channels`` is
+        published, and every ``recheck`` seconds in case a notice was lost."""
         deadline = time.monotonic() + seconds
-        with self.notifier.listen(f"done:{task_id}" for task_id in task_ids) as woken:
+        with self.notifier.listen(channels) as woken:
             while True:
                 woken.clear()
-                tasks = [task if task is not None and owner in (None, task.owner) else None
-                         for task in self.queue.get_many(task_ids)]  # fmt: skip
+                seen = look()
                 remaining = deadline - time.monotonic()
-                if (any(task is None or task.is_final for task in tasks) or remaining <= 0
-                        or self.closing.is_set()):  # fmt: skip
-                    return tasks
+                if ready(seen) or remaining <= 0 or self.closing.is_set():
+                    return seen
                 woken.wait(min(self.recheck, remaining))
 
     def open_result(self, task: Task) -> Blob:
@@ -347,18 +354,13 @@ class Mailbox:
         wait: float,
     ) -> list[tuple[Lease, Blob]]:  # fmt: skip
         """Lease up to ``max_tasks`` tasks, waiting up to ``wait`` seconds for the first one."""
-        deadline = time.monotonic() + wait
-        with self.notifier.listen(f"queued:{name}" for name in queues) as woken:
-            while True:
-                woken.clear()
-                leases = self.queue.take(
-                    queues, max_tasks=max_tasks, lease_seconds=lease_seconds, worker_id=worker_id
-                )
-                taken = self._open_payloads(leases)
-                remaining = deadline - time.monotonic()
-                if taken or remaining <= 0 or self.closing.is_set():
-                    return taken
-                woken.wait(min(self.recheck, remaining))
+
+        def look() -> list[tuple[Lease, Blob]]:
+            return self._open_payloads(self.queue.take(
+                queues, max_tasks=max_tasks, lease_seconds=lease_seconds, worker_id=worker_id))
+
+        return self._long_poll([f"queued:{name}" for name in queues], wait, look=look,
+                               ready=bool)  # fmt: skip
 
     def _open_payloads(self, leases: list[Lease]) -> list[tuple[Lease, Blob]]:
         def open_payload(lease: Lease) -> Blob | None:
