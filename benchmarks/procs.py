@@ -106,14 +106,17 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0)
     raise StartError(f"{url} did not answer within {timeout:.0f} s (see {LOG})")
 
 
-def start_broker(procs: Processes, redis_url: str, storage_url: str, *, workers: int,
+def start_broker(procs: Processes, redis_url: str | None, storage_url: str, *, workers: int,
                  threads: int, module: str = "broker.cli",
                  **extra: str) -> tuple[str, subprocess.Popen[bytes]]:
     """``inferbox-broker serve`` (gunicorn gthread) on a loopback port; its base URL.
-    ``module`` may name a wrapper of ``broker.cli`` (``benchmarks.sampler``)."""
+    ``redis_url`` None runs it on the embedded Redis (``workers`` must then be 1). ``module``
+    may name a wrapper of ``broker.cli`` (``benchmarks.sampler``)."""
     port = free_port()
-    env = child_env(INFERBOX_REDIS_URL=redis_url, INFERBOX_STORAGE_URL=storage_url,
-                    INFERBOX_WORKERS=str(workers), INFERBOX_THREADS=str(threads), **extra)
+    if redis_url:
+        extra["INFERBOX_REDIS_URL"] = redis_url
+    env = child_env(INFERBOX_STORAGE_URL=storage_url, INFERBOX_WORKERS=str(workers),
+                    INFERBOX_THREADS=str(threads), **extra)  # fmt: skip
     process = procs.start([python(), "-m", module, "serve", "--port", str(port),
                            "--log-level", "WARNING"], env)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,8 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import report  # noqa: E402
-from benchmarks.procs import free_port  # noqa: E402
+from benchmarks import procs, report  # noqa: E402
 from client_sdk import Client  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -47,49 +44,6 @@ MODES = ("sync", "async")
 def echo(payload: Any) -> Any:
     """The worker's handler: no model time at all."""
     return payload
-
-
-def start(redis_url: str | None) -> tuple[str, list[subprocess.Popen]]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "INFERBOX_STORAGE_URL": "memory://",
-           "INFERBOX_WORKERS": "1", "INFERBOX_THREADS": "64"}  # fmt: skip
-    env.pop("INFERBOX_REDIS_URL", None)
-    if redis_url:
-        env["INFERBOX_REDIS_URL"] = redis_url
-    broker = subprocess.Popen([sys.executable, "-m", "broker.cli", "--port", str(port),
-                               "--log-level", "WARNING"], env=env,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_healthy(url, broker)
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "--broker", url, "--queue",
-                               QUEUE, "--handler", "benchmarks.sync_predict:echo",
-                               "--batch-size", "8", "--wait", "5", "--log-level", "WARNING",
-                               "--progress", "off"], env=env)  # fmt: skip
-    return url, [worker, broker]
-
-
-def wait_healthy(url: str, broker: subprocess.Popen) -> None:
-    import requests
-
-    for _ in range(300):
-        if broker.poll() is not None:
-            raise RuntimeError("the broker exited")
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("the broker did not start")
-
-
-def stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def one_task(client: Client, mode: str, value: int) -> float:
@@ -184,11 +138,11 @@ def main() -> None:
         import redis
 
         redis.Redis.from_url(args.redis_url).flushdb()
-    url, processes = start(args.redis_url)
-    try:
+    with procs.Processes() as group:
+        url, _ = procs.start_broker(group, args.redis_url, "memory://", workers=1, threads=64)
+        procs.start_workers(group, url, QUEUE, "benchmarks.sync_predict:echo", 1,
+                            "--batch-size", "8")  # fmt: skip
         results = {c: measure(url, args.tasks, c, args.rounds) for c in args.concurrency}
-    finally:
-        stop(processes)
     body = table(results, args)
     print(body)
     if args.write:

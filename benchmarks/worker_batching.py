@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.procs import free_port  # noqa: E402
+from benchmarks import procs  # noqa: E402
 from client_sdk import Client  # noqa: E402
 from worker import Worker, handler  # noqa: E402
 
@@ -41,28 +39,6 @@ def gpu_like(batch: list) -> list:
     """20 ms per call, whatever the batch size."""
     time.sleep(MODEL_SECONDS)
     return [{"echo": item["i"]} for item in batch]
-
-
-def start_broker(redis_url: str | None, storage: str) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "INFERBOX_STORAGE_URL": storage,
-           "INFERBOX_WORKERS": "1", "INFERBOX_THREADS": "32"}  # fmt: skip
-    env.pop("INFERBOX_REDIS_URL", None)
-    if redis_url:
-        env["INFERBOX_REDIS_URL"] = redis_url
-    process = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "--port", str(port), "--log-level", "WARNING"],
-        env=env, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    with Client(url) as client:
-        for _ in range(150):
-            try:
-                client._session.get(f"{url}/healthz", timeout=1).raise_for_status()
-                return url, process
-            except Exception:
-                time.sleep(0.1)
-    raise RuntimeError("the broker did not start")
 
 
 def fill(url: str, queue: str, count: int) -> None:
@@ -94,12 +70,9 @@ def run_all(
             import redis
 
             redis.Redis.from_url(redis_url).flushdb()
-        url, broker = start_broker(redis_url, storage_url)
-        try:
+        with procs.Processes() as group:
+            url, _ = procs.start_broker(group, redis_url, storage_url, workers=1, threads=32)
             return [(b, p, *measure(url, b, p, tasks)) for b, p in CONFIGS]
-        finally:
-            broker.send_signal(signal.SIGTERM)
-            broker.wait(timeout=30)
 
 
 def main() -> None:
