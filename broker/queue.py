@@ -137,6 +137,21 @@ class TaskQueue:
         except redis.RedisError as exc:
             raise Unavailable(f"Redis failed during {name}: {exc}") from exc
 
+    def _run_many(self, name: str, arg_lists: Iterable[Sequence[Any]], *,
+                  now: float | None = None) -> list[Any]:  # fmt: skip
+        """``_run`` of each argument list in one pipelined round trip, all at one ``now`` (the
+        clock's, unless given); each script still runs alone and atomically, in order. Raises
+        Unavailable for the lot if Redis fails (the scripts already run stay done)."""
+        script = getattr(self._scripts, name)
+        pipe = self.redis.pipeline(transaction=False)
+        at = f"{self.clock() if now is None else now:.3f}"
+        for args in arg_lists:
+            script(args=[self.keys.prefix, at, *args], client=pipe)
+        try:
+            return pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis failed during {name}: {exc}") from exc
+
     # -- clients --------------------------------------------------------------------------------
 
     def admit(
@@ -202,18 +217,14 @@ class TaskQueue:
         The depth is not checked here: ``admit`` with ``count`` checks it for the whole batch
         first. Raises Unavailable for the lot when Redis fails (some may then be indexed).
         """
-        pipe = self.redis.pipeline(transaction=False)
         now = self.clock()
-        submit = self._scripts.submit  # type: ignore[attr-defined]  # set in _Scripts
-        for new, key in batch:
+
+        def args(new: NewTask, key: str | None) -> list[Any]:
             idem = self.keys.idempotency(new.owner, key) if key else ""
-            args = [self.keys.prefix, f"{now:.3f}", new.task_id, new.queue, new.priority, idem,
-                    self.idempotency_ttl, 0, *_task_fields(new, now)]  # fmt: skip
-            submit(args=args, client=pipe)
-        try:
-            answers = pipe.execute()
-        except redis.RedisError as exc:
-            raise Unavailable(f"Redis failed during submit: {exc}") from exc
+            return [new.task_id, new.queue, new.priority, idem, self.idempotency_ttl, 0,
+                    *_task_fields(new, now)]  # fmt: skip
+
+        answers = self._run_many("submit", (args(new, key) for new, key in batch), now=now)
         return [Submitted.from_reply(answer) for answer in answers]
 
     def find_replays(self, owner: str, idempotency_keys: Sequence[str]) -> list[str | None]:
@@ -306,17 +317,9 @@ class TaskQueue:
         """``complete`` for several attempts in one round trip; each is still its own atomic
         script. Per result: the succeeded task, None (this lease already recorded one) or the
         error."""
-        pipe = self.redis.pipeline(transaction=False)
-        now = f"{self.clock():.3f}"
-        complete = self._scripts.complete  # type: ignore[attr-defined]  # set in _Scripts
-        for r in results:
-            args = [self.keys.prefix, now, r.task_id, r.lease_id, r.result_key, r.content_type,
-                    r.size, r.model_version]
-            complete(args=args, client=pipe)
-        try:
-            answers = pipe.execute()
-        except redis.RedisError as exc:
-            raise Unavailable(f"Redis failed during complete: {exc}") from exc
+        answers = self._run_many("complete", ([r.task_id, r.lease_id, r.result_key,
+                                               r.content_type, r.size, r.model_version]
+                                              for r in results))  # fmt: skip
         outcomes: list[Task | None | BrokerError] = []
         for r, (outcome, *rest) in zip(results, answers, strict=True):
             try:
