@@ -110,6 +110,11 @@ class Backpressure:
     submit_rate: float = K.DEFAULT_SUBMIT_RATE
     submit_burst: int = K.DEFAULT_SUBMIT_BURST
 
+    @property
+    def on(self) -> bool:
+        """Whether a limit could refuse a submit (a replay must be recognised before that)."""
+        return bool(self.max_queue_depth or self.submit_rate)
+
 
 class Mailbox:
     def __init__(
@@ -145,11 +150,12 @@ class Mailbox:
         caller makes sure no task has it yet. By default the id is new and random.
         """
         limits = self.backpressure
-        replayed = self.queue.admit(owner, queue, max_depth=limits.max_queue_depth,
-                                    rate=limits.submit_rate, burst=limits.submit_burst,
-                                    idempotency_key=idempotency_key)  # fmt: skip
-        if replayed:
-            return self.queue.get(replayed), False
+        if limits.on:  # with no limit on, the submit script alone recognises a replay
+            replayed = self.queue.admit(owner, queue, max_depth=limits.max_queue_depth,
+                                        rate=limits.submit_rate, burst=limits.submit_burst,
+                                        idempotency_key=idempotency_key)  # fmt: skip
+            if replayed:
+                return self.queue.get(replayed), False
         task_id = task_id or new_task_id()
         key = K.payload_key(task_id)
         metadata = _payload_metadata(task_id, queue, owner, priority, max_attempts, ttl,
@@ -168,7 +174,7 @@ class Mailbox:
             self._discard(key)
             raise
         if not submitted.created and submitted.task_id != task_id:
-            self._discard(key)  # a concurrent submit with the same key won the race
+            self._discard(key)  # its key names an earlier task: a replay, or a concurrent submit
         return submitted.task or self.queue.get(submitted.task_id), submitted.created
 
     def submit_many(
@@ -177,18 +183,21 @@ class Mailbox:
     ) -> list[tuple[Task, bool]]:  # fmt: skip
         """``submit`` for a batch sharing its options: (task, created) per upload, in order.
 
-        Same rules as ``submit``, in a few Redis round trips for the lot: replays are looked
-        up first; the new tasks are admitted together (the batch fits under the queue depth
-        whole, or QueueFull refuses it whole, and each spends a rate token); their payloads are
-        stored, then indexed in one pipeline, and deleted if indexing fails.
+        Same rules as ``submit``, in a few Redis round trips for the lot: with a limit on,
+        replays are looked up first and the new tasks are admitted together (the batch fits
+        under the queue depth whole, or QueueFull refuses it whole, and each spends a rate
+        token); their payloads are stored, then indexed in one pipeline, and deleted if
+        indexing fails or their key names an earlier task.
         """
-        keyed = [(i, u.idempotency_key) for i, u in enumerate(uploads) if u.idempotency_key]
-        replays = dict(zip((i for i, _ in keyed),
-                           self.queue.find_replays(owner, [key for _, key in keyed]),
-                           strict=True))  # fmt: skip
+        limits = self.backpressure
+        replays: dict[int, str | None] = {}
+        if limits.on:  # with no limit on, the submit script alone recognises a replay
+            keyed = [(i, u.idempotency_key) for i, u in enumerate(uploads) if u.idempotency_key]
+            replays = dict(zip((i for i, _ in keyed),
+                               self.queue.find_replays(owner, [key for _, key in keyed]),
+                               strict=True))  # fmt: skip
         fresh = [i for i in range(len(uploads)) if not replays.get(i)]
-        if fresh:
-            limits = self.backpressure
+        if fresh and limits.on:
             self.queue.admit(owner, queue, max_depth=limits.max_queue_depth,
                              rate=limits.submit_rate, burst=limits.submit_burst,
                              count=len(fresh))  # fmt: skip
