@@ -33,6 +33,7 @@ from typing import Any
 from flask import Flask
 
 from . import import_v0
+from . import keys as K
 from .app import Inferbox, create_app
 from .auth import digest
 from .errors import SettingsError, Unavailable
@@ -263,10 +264,23 @@ def gunicorn_options(settings: Settings, *, access_log: bool = False) -> dict[st
         "timeout": 60,
         "graceful_timeout": settings.max_wait + 5,  # let waiting long-polls answer on SIGTERM
         "control_socket_disable": True,  # several brokers on one host must not share one
+        "pre_request": spread_connections,
     }
     if access_log:
         options["accesslog"] = "-"
     return options
+
+
+def spread_connections(worker: Any, req: Any) -> None:
+    """gunicorn hook before each request: every ``KEEPALIVE_REQUESTS``-th request on one
+    connection is answered with ``Connection: close`` (nginx's ``keepalive_requests``).
+
+    A keep-alive connection stays with the process that accepted it, so a few busy clients can
+    pin one process while the others idle; a client that reconnects is accepted by whichever
+    process gets to it first, the least busy one as a rule.
+    """
+    if req.req_number % K.KEEPALIVE_REQUESTS == 0:
+        req.must_close = True
 
 
 if __name__ == "__main__":

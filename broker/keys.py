@@ -83,6 +83,9 @@ RECHECK_INTERVAL = 1.0  # long-polls re-read state this often even without a not
 DEFAULT_REDIS_CONNECTIONS = 64  # per broker process: requests beyond it wait for a free one
 REDIS_POOL_TIMEOUT = 10.0  # seconds a request waits for a free Redis connection, then 503
 REDIS_CLIENT_NAME = "inferbox-broker"  # CLIENT LIST shows the broker's connections by name
+# Requests one keep-alive connection may carry; its last is answered with Connection: close, so
+# clients reconnect now and then and spread over the server processes again.
+KEEPALIVE_REQUESTS = 100
 REAP_BATCH = 100  # expired leases reaped per take, at most
 
 # Activity kept for the dashboard and /metrics (see the layout above).

@@ -1,11 +1,13 @@
 """Operating several processes as users do: /metrics under a multi-process server after a known
 workload, webhooks delivered by `inferbox-broker jobs` (rq) to a real receiver that is down and
-then up, and two brokers sharing one Redis and one store."""
+then up, two brokers sharing one Redis and one store, and keep-alive connections recycled so
+the server processes share the clients."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.keys import KEEPALIVE_REQUESTS
 from client_sdk import Client, TaskFailed
 from client_sdk.webhooks import verify
 from tests.conftest import REDIS_URL
@@ -194,3 +197,20 @@ def test_two_brokers_share_one_redis_and_one_store(real_redis, tmp_path):
     for samples in scrapes:
         assert samples[("inferbox_tasks_succeeded_total", "shared")] == 60
         assert samples[("inferbox_tasks_canceled_total", "nobody")] == 1
+
+
+def test_a_keep_alive_connection_is_closed_after_its_last_request(broker: Broker):
+    """A client keeping one connection open is told to reconnect now and then (its last
+    request is answered with Connection: close), so it cannot pin one server process."""
+    connection = http.client.HTTPConnection(broker.url.removeprefix("http://"), timeout=10)
+    answers = []
+    for _ in range(KEEPALIVE_REQUESTS):
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        answers.append((response.status, response.getheader("Connection")))
+    assert answers == [(200, "keep-alive")] * (KEEPALIVE_REQUESTS - 1) + [(200, "close")]
+    assert connection.sock is None  # http.client closed it as told; the next request reconnects
+    connection.request("GET", "/healthz")
+    assert connection.getresponse().status == 200
+    connection.close()
