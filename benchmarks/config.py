@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 WORKER_PROCESSES = 2  # handler processes of every system (Celery -c 2, 2 RQ workers, 2 inferbox)
 CLIENT_THREADS = 16  # client threads of every throughput run
@@ -20,7 +21,10 @@ BATCH_SIZE = 32
 BROKER_PROCESSES = 2  # gunicorn processes of the inferbox broker in sections 1-2
 BROKER_THREADS = 64  # gunicorn threads per broker process (the production default)
 LONG_POLL_THREADS = 1100  # section 6: one broker process must hold 1,000 waiters and spare
+BATCHING_THREADS = 32  # section 3: threads of its one-process broker
+SMALL_BROKER_THREADS = 16  # sections 4-5: threads of their one-process brokers
 REDIS_URL = os.environ.get("INFERBOX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_DB = urlsplit(REDIS_URL).path.strip("/") or "0"
 PAYLOAD_TIMEOUT = 120.0  # seconds any single benchmark task may take before it is an error
 
 

@@ -17,7 +17,7 @@ import redis
 import requests
 
 from benchmarks import procs, systems
-from benchmarks.config import REDIS_URL, Sizes
+from benchmarks.config import REDIS_URL, SMALL_BROKER_THREADS, Sizes
 from benchmarks.report import Check, Section, fmt, ratio
 from benchmarks.stats import percentile
 from broker import keys as K
@@ -90,7 +90,8 @@ def depth_section(sizes: Sizes, log: Any = print) -> Section:
     head = sizes.depth_takes + WARMUP_TAKES
     try:
         with procs.Processes() as group:
-            url, _ = procs.start_broker(group, REDIS_URL, "memory://", workers=1, threads=16)
+            url, _ = procs.start_broker(group, REDIS_URL, "memory://", workers=1,
+                                        threads=SMALL_BROKER_THREADS)  # fmt: skip
             submit_head(url, "short", sizes.depth_small + head)
             short = take_latencies(url, "short", sizes.depth_takes)
             owner = submit_head(url, "long", head)
@@ -115,8 +116,8 @@ def depth_section(sizes: Sizes, log: Any = print) -> Section:
         f"Each queue holds its figure plus the {head} head tasks taken during the measurement "
         f"({WARMUP_TAKES} untimed warm-up takes, then {sizes.depth_takes} timed), so the depth "
         "stays at or above the figure throughout. `POST /getnexttask?max_tasks=1&wait=0` over "
-        "a keep-alive session, payload body read; broker: 1 gunicorn process x 16 threads, "
-        "memory:// storage.",
+        f"a keep-alive session, payload body read; broker: 1 gunicorn process x "
+        f"{SMALL_BROKER_THREADS} threads, memory:// storage.",
         f"The long queue: {head} head tasks submitted over HTTP (with payloads), then "
         f"{sizes.depth_large:,} created by the broker's own `submit.lua` (called by SHA, "
         f"{CHUNK} per pipeline, the exact arguments `TaskQueue.submit` passes) in "

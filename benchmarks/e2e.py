@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import floor, procs, profiling, systems
-from benchmarks.config import BATCH_SIZE, CLIENT_THREADS, MAP_IN_FLIGHT, WORKER_PROCESSES, Sizes
+from benchmarks.config import (
+    BATCH_SIZE,
+    BROKER_PROCESSES,
+    BROKER_THREADS,
+    CLIENT_THREADS,
+    MAP_IN_FLIGHT,
+    REDIS_DB,
+    WORKER_PROCESSES,
+    Sizes,
+)
 from benchmarks.report import Check, Section, fmt, ratio
 from benchmarks.stats import CpuMeter, percentile
 from benchmarks.systems import CELERY, ONE_PER_TASK, Driver, batched_name, floor_name
@@ -182,14 +191,15 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
     section.notes += [
         f"{sizes.throughput_tasks} timed tasks per system after {sizes.warmup_tasks} untimed; "
         f"{CLIENT_THREADS} client threads and {WORKER_PROCESSES} worker processes for every "
-        "system; one Redis (DB 12), flushed before each system starts.",
+        f"system; one Redis (DB {REDIS_DB}), flushed before each system starts.",
         "CPU ms/task: user + system CPU of every process of the system (client = this "
         "benchmark process alone, its client threads; servers = the Celery/RQ worker "
         "processes or the inferbox broker's gunicorn processes plus its workers, forked "
         "children included; redis = the Redis "
         "server's own `INFO cpu` delta, which also counts anything else using that server).",
-        "inferbox runs `inferbox-broker serve` (gunicorn gthread, 2 processes x 64 threads, "
-        "file:// storage in a temporary directory) with 2 `inferbox-worker` processes "
+        f"inferbox runs `inferbox-broker serve` (gunicorn gthread, {BROKER_PROCESSES} processes "
+        f"x {BROKER_THREADS} threads, file:// storage in a temporary directory) with "
+        f"{WORKER_PROCESSES} `inferbox-worker` processes "
         "(`benchmarks.handlers:noop`); the batched row uses `Client.map` (one client thread: "
         f"`POST /predictbatch` and `POST /getresults`, {MAP_IN_FLIGHT} tasks in flight; its "
         f"default is 64) and workers with `--batch-size {BATCH_SIZE}`.",
@@ -230,7 +240,8 @@ def latency_section(rows: list[Latency], floors: dict[int, Latency], sizes: Size
         "untimed; submit -> result in the client's hand.",
         "Floor: the same number of sequential `POST` round trips (small JSON) over one "
         "keep-alive `requests.Session` to a trivial WSGI app served with "
-        "`broker.cli.gunicorn_options` (gthread, 2 x 64 threads, keepalive 75): 4 for "
+        f"`broker.cli.gunicorn_options` (gthread, {BROKER_PROCESSES} x {BROKER_THREADS} "
+        f"threads, keepalive {_keepalive()} s): 4 for "
         "submit + `getresult?wait` (submit, the worker's take answer, the worker's result "
         "post, the client's getresult), 3 for `predict?wait`.",
         "The inferbox rows run the production configuration (file:// storage on disk: each "
@@ -240,3 +251,10 @@ def latency_section(rows: list[Latency], floors: dict[int, Latency], sizes: Size
         "targets are checked against the production rows.",
     ]
     return section
+
+
+def _keepalive() -> int:
+    from broker.cli import gunicorn_options
+    from broker.settings import Settings
+
+    return int(gunicorn_options(Settings())["keepalive"])

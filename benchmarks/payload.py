@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from benchmarks import procs, systems
-from benchmarks.config import PAYLOAD_TIMEOUT, REDIS_URL, Sizes
+from benchmarks.config import PAYLOAD_TIMEOUT, REDIS_URL, SMALL_BROKER_THREADS, Sizes
 from benchmarks.report import Check, Section, fmt
 from benchmarks.stats import PeakRss
 
@@ -62,7 +62,8 @@ def payload_section(sizes: Sizes) -> Section:
         source, fetched = Path(scratch, "payload.bin"), Path(scratch, "fetched.bin")
         expected = write_random(source, size)
         url, broker = procs.start_broker(
-            group, REDIS_URL, Path(scratch, "store").as_uri(), workers=1, threads=16,
+            group, REDIS_URL, Path(scratch, "store").as_uri(), workers=1,
+            threads=SMALL_BROKER_THREADS,
             INFERBOX_MAX_PAYLOAD_BYTES=str(size + 16 * MB))  # fmt: skip
         (worker,) = procs.start_workers(group, url, "large", "benchmarks.handlers:echo_bytes",
                                         1, "--lease", "300")  # fmt: skip
@@ -88,7 +89,8 @@ def payload_section(sizes: Sizes) -> Section:
                                 growth, 50, False, " MB"))  # fmt: skip
     section.notes += [
         f"sha256 of the fetched file equals the payload's ({expected[:16]}...).",
-        "Broker: `inferbox-broker serve`, 1 process x 16 threads, file:// storage; RSS of its "
+        f"Broker: `inferbox-broker serve`, 1 process x {SMALL_BROKER_THREADS} threads, file:// "
+        "storage; RSS of its "
         "gunicorn worker process sampled every 50 ms, growth = peak - value before the submit. "
         "One `inferbox-worker` (`benchmarks.handlers:echo_bytes`) returns the bytes unchanged; "
         "its peak RSS is absolute (the handler holds the payload and its result in memory).",

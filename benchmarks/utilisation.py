@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from benchmarks import worker_batching
-from benchmarks.config import REDIS_URL, Sizes
+from benchmarks.config import BATCHING_THREADS, REDIS_DB, REDIS_URL, Sizes
 from benchmarks.report import Check, Section, fmt, ratio
 
 
@@ -30,8 +30,10 @@ def utilisation_section(sizes: Sizes) -> Section:
     ]  # fmt: skip
     section.notes.append(
         f"`benchmarks/worker_batching.py`: {sizes.batching_tasks} queued tasks per "
-        "configuration drained by one in-process `Worker` whose batch handler sleeps 20 ms per "
-        "call whatever the batch size; broker: gunicorn, 1 process x 32 threads, Redis DB 12, "
-        "memory:// storage. Model busy = `Worker.stats.busy_fraction` (handler time / wall time)."
+        "configuration drained by one in-process `Worker` whose batch handler sleeps "
+        f"{worker_batching.MODEL_SECONDS * 1000:.0f} ms per call whatever the batch size; "
+        "broker: gunicorn, 1 process x "
+        f"{BATCHING_THREADS} threads, Redis DB {REDIS_DB}, memory:// storage. Model busy = "
+        "`Worker.stats.busy_fraction` (handler time / wall time)."
     )
     return section

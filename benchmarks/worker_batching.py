@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import procs  # noqa: E402
+from benchmarks.config import BATCHING_THREADS  # noqa: E402
 from client_sdk import Client  # noqa: E402
 from worker import Worker, handler  # noqa: E402
 
@@ -71,7 +72,8 @@ def run_all(
 
             redis.Redis.from_url(redis_url).flushdb()
         with procs.Processes() as group:
-            url, _ = procs.start_broker(group, redis_url, storage_url, workers=1, threads=32)
+            url, _ = procs.start_broker(group, redis_url, storage_url, workers=1,
+                                        threads=BATCHING_THREADS)  # fmt: skip
             return [(b, p, *measure(url, b, p, tasks)) for b, p in CONFIGS]
 
 
