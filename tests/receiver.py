@@ -10,17 +10,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 Delivery = tuple[dict[str, str], bytes, str]  # headers, body, path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Receiver:
-    """Records every POST; answers ``status`` (with ``location`` for a redirect)."""
+    """Records every POST; answers ``status`` (with ``location`` for a redirect).
 
-    def __init__(self, port: int | None = None, *, status: int = 204, location: str = "") -> None:
-        self.port = port or free_port()
+    Until ``start`` it is down: its port is bound but not listening, so a delivery is refused
+    at once and no other process can take the port meanwhile.
+    """
+
+    def __init__(self, *, status: int = 204, location: str = "") -> None:
+        self._socket: socket.socket | None = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
         self.status = status
         self.location = location
         self.received: list[Delivery] = []
@@ -49,11 +49,21 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        if self._socket is None:
+            raise RuntimeError("a stopped Receiver cannot start again")
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket, self._socket = self._socket, None
+        server.server_name, server.server_port = "127.0.0.1", self.port
+        server.server_activate()  # listen: from now on it is up
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
+        if self._socket is not None:  # never started
+            self._socket.close()
+            self._socket = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -132,7 +132,7 @@ def test_metrics_under_a_multi_process_server_after_a_known_workload(real_redis,
 
 
 def test_webhooks_through_rq_reach_a_receiver_that_was_down(real_redis, tmp_path):
-    receiver = Receiver()  # its port is chosen, nothing listens there yet
+    receiver = Receiver()  # its port is reserved, nothing listens there yet
     extra = {"INFERBOX_WEBHOOK_SECRET": SECRET, "INFERBOX_WEBHOOK_ALLOW": "127.0.0.1",
              "INFERBOX_WEBHOOK_RETRY_DELAYS": "1,2,2"}
     jobs = subprocess.Popen([sys.executable, "-m", "broker.cli", "jobs", "--log-level", "WARNING"],

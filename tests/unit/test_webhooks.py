@@ -19,7 +19,7 @@ from broker.webhooks import signing as broker_signing
 from client_sdk.errors import WebhookVerificationError
 from client_sdk.webhooks import sign, verify
 from storage import open_store
-from tests.receiver import Receiver, free_port
+from tests.receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"sixteen byte key").decode()
 CLIENT = {"Authorization": "Bearer c"}
@@ -201,8 +201,7 @@ def test_in_process_delivery_is_signed_and_in_order():
 
 
 def test_a_receiver_that_is_down_gets_the_event_on_a_retry():
-    port = free_port()
-    receiver = Receiver(port)  # not listening yet
+    receiver = Receiver()  # not listening yet
     http = make_app(webhook_secret=SECRET, webhook_allow=("127.0.0.1",),
                     webhook_retry_delays=(1, 1)).test_client()  # fmt: skip
     task_id = run_task(http, receiver.url, events="completed")
