@@ -39,6 +39,8 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- sync_predict: start -->", "<!-- sync_predict: end -->"
 QUEUE = "sync-bench"
 MODES = ("sync", "async")
+THREADS = 64  # of the broker's one gunicorn process
+BATCH_SIZE = 8  # of the one worker process
 
 
 def echo(payload: Any) -> Any:
@@ -93,8 +95,9 @@ def percentile(values: list[float], q: int) -> float:
 def table(results: dict[int, dict[str, dict[str, float]]], args: argparse.Namespace) -> str:
     lines = [
         f"{args.tasks} tasks per round, median of {args.rounds} alternating rounds; broker: "
-        f"gunicorn, 1 process x 64 threads, {'Redis' if args.redis_url else 'embedded Redis'}, "
-        f"memory:// storage; one worker process (echo handler, batch size 8); "
+        f"gunicorn, 1 process x {THREADS} threads, "
+        f"{'Redis' if args.redis_url else 'embedded Redis'}, memory:// storage; one worker "
+        f"process (echo handler, batch size {BATCH_SIZE}); "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, same machine.",
         "",
         "| clients | form | requests per task | tasks/s | x baseline | latency p50 | p95 |",
@@ -139,9 +142,9 @@ def main() -> None:
 
         redis.Redis.from_url(args.redis_url).flushdb()
     with procs.Processes() as group:
-        url, _ = procs.start_broker(group, args.redis_url, "memory://", workers=1, threads=64)
+        url, _ = procs.start_broker(group, args.redis_url, "memory://", workers=1, threads=THREADS)
         procs.start_workers(group, url, QUEUE, "benchmarks.sync_predict:echo", 1,
-                            "--batch-size", "8")  # fmt: skip
+                            "--batch-size", str(BATCH_SIZE))  # fmt: skip
         results = {c: measure(url, args.tasks, c, args.rounds) for c in args.concurrency}
     body = table(results, args)
     print(body)
