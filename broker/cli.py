@@ -200,7 +200,8 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options = {**gunicorn_options(settings, access_log=access_log),
-                       "post_worker_init": _on_worker_ready, "worker_exit": _on_worker_exit}
+                       "post_worker_init": _on_worker_ready, "worker_int": _answer_long_polls,
+                       "worker_exit": _on_worker_exit}  # fmt: skip
             for key, value in options.items():
                 if key in self.cfg.settings:  # older gunicorns lack some settings
                     self.cfg.set(key, value)
@@ -236,10 +237,19 @@ def _on_worker_ready(worker: Any) -> None:
     stop_gracefully = worker.handle_exit
 
     def handle_exit(signum: int, frame: Any) -> None:
-        _box(worker.wsgi).mailbox.close()
+        _answer_long_polls(worker)
         stop_gracefully(signum, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
+
+
+def _answer_long_polls(worker: Any) -> None:
+    """Answer every waiting long-poll of a server process now, and later ones at once. Also
+    gunicorn's ``worker_int`` hook: on Ctrl-C (the quick stop) the process exits only once its
+    request threads are done."""
+    wsgi = getattr(worker, "wsgi", None)
+    if isinstance(wsgi, Flask):
+        _box(wsgi).mailbox.close()
 
 
 def _on_worker_exit(arbiter: Any, worker: Any) -> None:

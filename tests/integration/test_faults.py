@@ -4,6 +4,7 @@ the embedded broker restarted, floods, huge bodies, and retention."""
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
 import threading
 import time
@@ -114,6 +115,28 @@ def test_sigterm_answers_long_polls_at_once_and_finishes_requests_in_flight(real
     assert exited_after < 15
     task_id = body.split(b'"task_id":"')[1].split(b'"')[0].decode()
     assert connect_real_redis().hget(f"inferbox:task:{task_id}", "status") == b"queued"
+
+
+def test_ctrl_c_answers_long_polls_and_the_broker_exits_at_once(real_redis, tmp_path):
+    """SIGINT (Ctrl-C) is gunicorn's quick stop: its workers get SIGQUIT and exit. A waiting
+    long-poll must not hold a process until its own wait ends."""
+    broker = launch_broker(tmp_path / "data")
+    try:
+        answers: list[int] = []
+        poll = threading.Thread(target=lambda: answers.append(requests.post(
+            broker.url + "/getnexttask?queue=empty&wait=60", headers=WORKER_AUTH,
+            timeout=120).status_code))  # fmt: skip
+        poll.start()
+        time.sleep(1.5)  # the long-poll is inside the broker now
+        broker.process.send_signal(signal.SIGINT)
+        stopped_at = time.monotonic()
+        broker.process.wait(timeout=60)
+        exited_after = time.monotonic() - stopped_at
+        poll.join(timeout=30)
+    finally:
+        stop_broker(broker)
+    assert exited_after < 10  # not after the long-poll's 60 s
+    assert answers == [204]
 
 
 def _start_upload(url: str, body: bytes, *, first: int) -> socket.socket:
