@@ -241,7 +241,7 @@ def latency_section(rows: list[Latency], floors: dict[int, Latency], sizes: Size
         "Floor: the same number of sequential `POST` round trips (small JSON) over one "
         "keep-alive `requests.Session` to a trivial WSGI app served with "
         f"`broker.cli.gunicorn_options` (gthread, {BROKER_PROCESSES} x {BROKER_THREADS} "
-        f"threads, keepalive {_keepalive()} s): 4 for "
+        f"threads, keepalive {procs.server_option('keepalive')} s): 4 for "
         "submit + `getresult?wait` (submit, the worker's take answer, the worker's result "
         "post, the client's getresult), 3 for `predict?wait`.",
         "The inferbox rows run the production configuration (file:// storage on disk: each "
@@ -251,10 +251,3 @@ def latency_section(rows: list[Latency], floors: dict[int, Latency], sizes: Size
         "targets are checked against the production rows.",
     ]
     return section
-
-
-def _keepalive() -> int:
-    from broker.cli import gunicorn_options
-    from broker.settings import Settings
-
-    return int(gunicorn_options(Settings())["keepalive"])

@@ -171,7 +171,8 @@ def longpoll_section(sizes: Sizes) -> Section:
         f"Broker: `inferbox-broker serve`, 1 gunicorn process (gthread) x {LONG_POLL_THREADS} "
         "threads (`INFERBOX_THREADS`; one thread per held long-poll plus spare), file:// "
         f"storage. `broker.cli.gunicorn_options` sets `worker_connections` to "
-        f"{_connections_per_process():,} for that many threads.",
+        f"{procs.server_option('worker_connections', threads=LONG_POLL_THREADS):,} for that "
+        "many threads.",
         f"Waiters: {count:,} threads of the benchmark process, one `http.client` connection "
         f"each, `GET /getresult/<id>?wait={WAIT}`. accepted = client connections the broker "
         "process had accepted once they stopped growing; RSS and Redis connections (the "
@@ -185,10 +186,3 @@ def longpoll_section(sizes: Sizes) -> Section:
         "answers: the HTTP statuses (or errors) the waiters got.",
     ]
     return section
-
-
-def _connections_per_process() -> int:
-    from broker.cli import gunicorn_options
-    from broker.settings import Settings
-
-    return int(gunicorn_options(Settings(threads=LONG_POLL_THREADS))["worker_connections"])

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -122,6 +123,15 @@ def start_broker(procs: Processes, redis_url: str | None, storage_url: str, *, w
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", process)
     return url, process
+
+
+def server_option(name: str, **settings: Any) -> Any:
+    """What ``broker.cli.gunicorn_options`` sets ``name`` to for a broker of these settings, so
+    the notes say what the servers ran with."""
+    from broker.cli import gunicorn_options
+    from broker.settings import Settings
+
+    return gunicorn_options(Settings(**settings))[name]
 
 
 def start_workers(procs: Processes, url: str, queue: str, handler: str, count: int,

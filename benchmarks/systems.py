@@ -47,6 +47,7 @@ def batched_name(batch_size: int) -> str:
 def floor_name(hops: int) -> str:
     return f"bare HTTP, {hops} round trips a task (no broker)"
 
+
 @dataclass
 class Driver:
     """One way of running tasks on one system.

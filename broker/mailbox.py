@@ -400,26 +400,18 @@ class Mailbox:
     ) -> Task:  # fmt: skip
         """Store the attempt's result and finish the task. Posting twice is harmless."""
         task = self.queue.get(task_id)
-        if task.lease_id != lease_id:
-            raise LeaseLost(f"task {task_id} is not held by this lease (it is {task.status})")
+        refusal = self._refusal(task_id, lease_id, task)
+        if refusal is not None:
+            raise refusal
         if task.status == K.SUCCEEDED:
             return task
-        if task.status != K.RUNNING:
-            raise TaskFinished(f"task {task_id} is already {task.status}", status=task.status)
-        key = K.result_key(task_id, lease_id)
-        metadata = {
-            "task_id": task_id, "queue": task.queue, "owner": task.owner, "lease_id": lease_id,
-            "attempt": str(task.attempts), "worker_id": task.worker_id[:200],
-            "model_version": model_version, "finished_at": iso(self.queue.clock()) or "",
-        }  # fmt: skip
-        with _storage_errors("store the result"):
-            info = self.store.put(key, body, content_type=content_type, metadata=metadata)
+        completion = self._store_result(task, lease_id, body, content_type, model_version)
         try:
-            done = self.queue.complete(task_id, lease_id, result_key=key,
-                                       content_type=content_type, size=info.size,
+            done = self.queue.complete(task_id, lease_id, result_key=completion.result_key,
+                                       content_type=content_type, size=completion.size,
                                        model_version=model_version)  # fmt: skip
         except (LeaseLost, TaskFinished):
-            self._discard(key)  # our own attempt's blob: the live result is elsewhere
+            self._discard(completion.result_key)  # ours: the live result is another attempt's
             raise
         return done or self.queue.get(task_id)
 
@@ -433,7 +425,7 @@ class Mailbox:
         outcomes: list[Task | BrokerError | None] = []
         storing: list[int] = []
         for upload, task in zip(uploads, current, strict=True):
-            refusal = self._refusal(upload, task)
+            refusal = self._refusal(upload.task_id, upload.lease_id, task)
             if refusal is None and task is not None and task.status == K.RUNNING:
                 storing.append(len(outcomes))
             outcomes.append(refusal if refusal is not None else task)
@@ -441,7 +433,9 @@ class Mailbox:
         def store(index: int) -> Completion:
             task = current[index]
             assert task is not None  # refused above otherwise
-            return self._store_result(uploads[index], task)
+            upload = uploads[index]
+            return self._store_result(task, upload.lease_id, io.BytesIO(upload.body),
+                                      upload.content_type, upload.model_version)  # fmt: skip
 
         completions = self._each(store, storing,
                                  undo=lambda _, completion: self._discard(completion.result_key))
@@ -457,28 +451,29 @@ class Mailbox:
         return [outcome for outcome in outcomes if outcome is not None]
 
     @staticmethod
-    def _refusal(upload: ResultUpload, task: Task | None) -> BrokerError | None:
+    def _refusal(task_id: str, lease_id: str, task: Task | None) -> BrokerError | None:
+        """Why a result for this lease cannot be recorded, or None (the task is running or
+        already succeeded under it)."""
         if task is None:
-            return TaskNotFound(f"no task {upload.task_id}")
-        if task.lease_id != upload.lease_id:
+            return TaskNotFound(f"no task {task_id}")
+        if task.lease_id != lease_id:
             return LeaseLost(f"task {task.id} is not held by this lease (it is {task.status})")
         if task.status not in (K.RUNNING, K.SUCCEEDED):
             return TaskFinished(f"task {task.id} is already {task.status}", status=task.status)
         return None
 
-    def _store_result(self, upload: ResultUpload, task: Task) -> Completion:
-        key = K.result_key(task.id, upload.lease_id)
+    def _store_result(self, task: Task, lease_id: str, body: IO[bytes], content_type: str,
+                      model_version: str) -> Completion:  # fmt: skip
+        """Write one attempt's result blob, with what the index would need to be rebuilt."""
+        key = K.result_key(task.id, lease_id)
         metadata = {
-            "task_id": task.id, "queue": task.queue, "owner": task.owner,
-            "lease_id": upload.lease_id, "attempt": str(task.attempts),
-            "worker_id": task.worker_id[:200], "model_version": upload.model_version,
-            "finished_at": iso(time.time()) or "",
+            "task_id": task.id, "queue": task.queue, "owner": task.owner, "lease_id": lease_id,
+            "attempt": str(task.attempts), "worker_id": task.worker_id[:200],
+            "model_version": model_version, "finished_at": iso(self.queue.clock()) or "",
         }  # fmt: skip
         with _storage_errors("store the result"):
-            info = self.store.put(key, io.BytesIO(upload.body), content_type=upload.content_type,
-                                  metadata=metadata)  # fmt: skip
-        return Completion(task.id, upload.lease_id, key, upload.content_type, info.size,
-                          upload.model_version)  # fmt: skip
+            info = self.store.put(key, body, content_type=content_type, metadata=metadata)
+        return Completion(task.id, lease_id, key, content_type, info.size, model_version)
 
     def fail(self, task_id: str, lease_id: str, error: str, *, retryable: bool) -> Task:
         self.queue.fail(task_id, lease_id, error[:MAX_ERROR_CHARS], retryable=retryable)

@@ -287,8 +287,8 @@ def _default_client(container: str) -> Any:
 
 def _transport() -> Any:
     """azure-core's requests transport over a session that keeps ``MAX_POOL_CONNECTIONS``
-    connections for reuse (requests keeps 10), set up as
-    azure-core sets up its own: no retries in the adapter, its retry policy does them."""
+    connections for reuse (requests keeps 10), set up as azure-core sets up its own: no
+    retries in the adapter, its retry policy does them."""
     import requests
     from azure.core.pipeline.transport import RequestsTransport
     from urllib3.util.retry import Retry

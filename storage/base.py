@@ -24,6 +24,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # of 10 would open and discard a connection per call beyond ten, with a warning each time.
 MAX_POOL_CONNECTIONS = 128
 
+
 class BlobStore(ABC):
     """Blobs (bytes plus a content type and small metadata) stored under string keys.
 

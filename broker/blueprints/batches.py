@@ -38,7 +38,6 @@ from .tasks import submit_options
 bp = Blueprint("batches", __name__)
 
 
-
 @bp.post("/predictbatch")
 def predictbatch() -> Response:
     """Queue every part of a multipart/mixed body as one task, all with the same options.
