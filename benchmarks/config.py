@@ -32,22 +32,28 @@ PAYLOAD_TIMEOUT = 120.0  # seconds any single benchmark task may take before it 
 class Sizes:
     """How much each section does."""
 
-    throughput_tasks: int  # per system, timed
-    warmup_tasks: int  # per system, untimed
-    latency_tasks: int  # sequential, per system
+    throughput_tasks: int  # per system, timed, over all rounds
+    warmup_tasks: int  # per system, untimed, over all rounds
+    latency_tasks: int  # sequential, per system, over all rounds
     batching_tasks: int  # per configuration of section 3
     large_payload_mb: int
     depth_small: int
     depth_large: int
     depth_takes: int
     waiters: int
+    rounds: int  # sections 1-2: every system is started, measured and stopped once per round
+
+    def per_round(self, total: int) -> int:
+        """A round's share of ``total`` tasks, rounded up: the rounds together do at least
+        ``total``."""
+        return -(-total // self.rounds)
 
 
 FULL = Sizes(throughput_tasks=5000, warmup_tasks=300, latency_tasks=500, batching_tasks=400,
              large_payload_mb=200, depth_small=100, depth_large=1_000_000, depth_takes=200,
-             waiters=1000)  # fmt: skip
+             waiters=1000, rounds=3)  # fmt: skip
 QUICK = Sizes(throughput_tasks=600, warmup_tasks=60, latency_tasks=100, batching_tasks=100,
               large_payload_mb=50, depth_small=100, depth_large=100_000, depth_takes=100,
-              waiters=300)  # fmt: skip
+              waiters=300, rounds=2)  # fmt: skip
 
 SECTIONS = ("throughput", "latency", "utilisation", "payload", "depth", "longpoll")

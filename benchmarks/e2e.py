@@ -1,15 +1,19 @@
 """Sections 1 and 2: end-to-end throughput and sequential latency of every system.
 
-Each system is started once (``benchmarks.systems``), warmed up, timed for throughput with
-``CLIENT_THREADS`` client threads, then for latency with one thread, and stopped. The
-latency floor is measured against ``benchmarks.floor`` served with the broker's gunicorn
-settings.
+The run goes in rounds (``Sizes.rounds``). In each, every system is started
+(``benchmarks.systems``), warmed up, timed for throughput with ``CLIENT_THREADS`` client
+threads, then for latency with one thread, and stopped; then the latency floor is measured
+against ``benchmarks.floor`` served with the broker's gunicorn settings. A system's
+throughput is the median of its rounds, and its ratio to a baseline the median of the ratios
+within each round, so a machine that drifts between rounds shifts both sides of a ratio
+alike. Latency samples and floor samples are pooled over the rounds.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -39,18 +43,68 @@ FLOOR_HOPS = (3, 4)  # predict?wait crosses 3 HTTP exchanges, submit + getresult
 
 @dataclass
 class Throughput:
+    """One system's throughput in one round."""
+
     name: str
     tasks: int
     seconds: float
     cpu: dict[str, float]
+    round: int = 1
 
     @property
     def rate(self) -> float:
         return self.tasks / self.seconds if self.seconds else math.nan
 
+
+@dataclass
+class Rounds:
+    """One system's throughput over every round it completed, keyed by round number."""
+
+    name: str
+    runs: dict[int, Throughput] = field(default_factory=dict)
+
     @property
-    def cpu_per_task_ms(self) -> float:
-        return 1000 * sum(self.cpu.values()) / self.tasks
+    def tasks(self) -> int:
+        return sum(run.tasks for run in self.runs.values())
+
+    @property
+    def rate(self) -> float:
+        """The median of the rounds' rates."""
+        return _median([run.rate for run in self.runs.values()])
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The slowest and the fastest round's rate."""
+        rates = [run.rate for run in self.runs.values()] or [math.nan]
+        return min(rates), max(rates)
+
+    def cpu_ms(self, part: str | None = None) -> float:
+        """CPU milliseconds per task over all rounds: of ``part``, or of every part."""
+        seconds = sum(seconds for run in self.runs.values() for name, seconds in run.cpu.items()
+                      if part in (None, name))  # fmt: skip
+        return 1000 * seconds / self.tasks if self.tasks else math.nan
+
+
+def paired_ratio(system: Rounds | None, baseline: Rounds | None) -> float:
+    """The median, over the rounds both completed, of the system's rate / the baseline's rate
+    in the same round; NaN when either is missing."""
+    if system is None or baseline is None:
+        return math.nan
+    return _median([ratio(run.rate, baseline.runs[number].rate)
+                    for number, run in system.runs.items() if number in baseline.runs])
+
+
+def by_system(rows: list[Throughput]) -> dict[str, Rounds]:
+    """The rounds of each system, in the order the systems first appear."""
+    systems: dict[str, Rounds] = {}
+    for row in rows:
+        systems.setdefault(row.name, Rounds(row.name)).runs[row.round] = row
+    return systems
+
+
+def _median(values: list[float]) -> float:
+    known = [value for value in values if not math.isnan(value)]
+    return statistics.median(known) if known else math.nan
 
 
 @dataclass
@@ -60,6 +114,7 @@ class Failure:
     name: str
     what: str  # throughput, latency, or start or stop
     error: str
+    round: int = 1
 
 
 @dataclass
@@ -68,9 +123,20 @@ class Latency:
     seconds: list[float] = field(default_factory=list)
     hops: int = 0  # the floor it is compared with: this many bare round trips (0: none)
     targeted: bool = False  # whether the issue's latency targets apply to it
+    floor: bool = False  # whether it is the floor of ``hops`` round trips itself
 
     def p(self, fraction: float) -> float:
         return 1000 * percentile(self.seconds, fraction)
+
+
+def pooled(rows: list[Latency]) -> list[Latency]:
+    """One row per name with the samples of every round, in the order names first appear."""
+    rows_by_name: dict[str, Latency] = {}
+    for row in rows:
+        into = rows_by_name.setdefault(row.name, Latency(row.name, [], row.hops, row.targeted,
+                                                         row.floor))  # fmt: skip
+        into.seconds += row.seconds
+    return list(rows_by_name.values())
 
 
 def payloads(count: int, offset: int = 0) -> list[dict[str, Any]]:
@@ -78,10 +144,11 @@ def payloads(count: int, offset: int = 0) -> list[dict[str, Any]]:
     return [{"i": offset + i, "text": "hello"} for i in range(count)]
 
 
-def measure_throughput(driver: Driver, sizes: Sizes) -> Throughput:
+def measure_throughput(driver: Driver, sizes: Sizes, number: int = 1) -> Throughput:
+    """Round ``number``'s share of the timed tasks, after its share of the warm-up."""
     meter = CpuMeter(driver.pids, systems.redis_client())
-    work = payloads(sizes.throughput_tasks)
-    _run(driver, payloads(sizes.warmup_tasks, offset=10**6))
+    work = payloads(sizes.per_round(sizes.throughput_tasks))
+    _run(driver, payloads(sizes.per_round(sizes.warmup_tasks), offset=10**6))
     profiled = profiling.sampling() if driver.name == ONE_PER_TASK else nullcontext()
     with profiled:
         meter.start()
@@ -91,7 +158,7 @@ def measure_throughput(driver: Driver, sizes: Sizes) -> Throughput:
         cpu = meter.stop()
     if results != work:
         raise AssertionError(f"{driver.name}: results differ from the payloads")
-    return Throughput(driver.name, len(work), elapsed, cpu)
+    return Throughput(driver.name, len(work), elapsed, cpu, number)
 
 
 def _run(driver: Driver, work: list[Any]) -> list[Any]:
@@ -100,12 +167,13 @@ def _run(driver: Driver, work: list[Any]) -> list[Any]:
     return systems.run_threads(driver.caller, work, CLIENT_THREADS)
 
 
-def measure_latency(driver: Driver, sizes: Sizes) -> Latency:
+def measure_latency(driver: Driver, sizes: Sizes, number: int = 1) -> Latency:
+    """Round ``number``'s share of the sequential tasks, after 20 untimed."""
     call = driver.caller()
     for payload in payloads(20, offset=2 * 10**6):
         call(payload)
     latency = Latency(driver.name, hops=driver.hops, targeted=driver.targeted)
-    for payload in payloads(sizes.latency_tasks):
+    for payload in payloads(sizes.per_round(sizes.latency_tasks)):
         started = time.perf_counter()
         if call(payload) != payload:
             raise AssertionError(f"{driver.name}: a result differs from its payload")
@@ -113,12 +181,14 @@ def measure_latency(driver: Driver, sizes: Sizes) -> Latency:
     return latency
 
 
-def measure_floor(sizes: Sizes) -> dict[int, Latency]:
-    """Sequential groups of 3 and 4 bare round trips to the trivial endpoint."""
+def measure_floor(sizes: Sizes) -> list[Latency]:
+    """A round's share of sequential groups of 3 and 4 bare round trips to the trivial
+    endpoint."""
     with procs.Processes() as group:
         url = systems.start_floor(group)
-        return {hops: Latency(f"floor x{hops}", floor.round_trips(url, sizes.latency_tasks, hops))
-                for hops in FLOOR_HOPS}  # fmt: skip
+        count = sizes.per_round(sizes.latency_tasks)
+        return [Latency(f"floor x{hops}", floor.round_trips(url, count, hops), hops=hops,
+                        floor=True) for hops in FLOOR_HOPS]  # fmt: skip
 
 
 def system_contexts() -> list[tuple[str, Callable[[], AbstractContextManager[list[Driver]]]]]:
@@ -133,23 +203,35 @@ def system_contexts() -> list[tuple[str, Callable[[], AbstractContextManager[lis
               if os.path.isdir(systems.RAM_DIR) else [])]  # fmt: skip
 
 
+Row = Throughput | Latency | Failure
+
+
 def measure_all(sizes: Sizes, throughput: bool, latency: bool,
-                log: Callable[[str], None]) -> Iterator[Throughput | Latency | Failure]:
-    """Every system's figures; a system or measurement that fails yields a ``Failure`` and
-    the run goes on with the next."""
-    for label, context in system_contexts():
-        try:
-            with context() as drivers:
-                for driver in drivers:
-                    yield from _measure(driver, sizes, throughput, latency, log)
-        except Exception as exc:  # noqa: BLE001 - reported with the section, the run goes on
-            log(f"{label} failed: {exc!r}")
-            yield Failure(label, "start or stop", f"{type(exc).__name__}: {exc}")
+                log: Callable[[str], None]) -> Iterator[Row]:
+    """Every system's figures, round after round, then (with ``latency``) the round's floor;
+    a system or measurement that fails yields a ``Failure`` and the run goes on."""
+    for number in range(1, sizes.rounds + 1):
+        log(f"round {number} of {sizes.rounds}")
+        for label, context in system_contexts():
+            try:
+                with context() as drivers:
+                    for driver in drivers:
+                        yield from _measure(driver, sizes, throughput, latency, log, number)
+            except Exception as exc:  # noqa: BLE001 - reported with the section, the run goes on
+                log(f"{label} failed: {exc!r}")
+                yield Failure(label, "start or stop", f"{type(exc).__name__}: {exc}", number)
+        if latency:
+            log("latency: floor")
+            try:
+                yield from measure_floor(sizes)
+            except Exception as exc:  # noqa: BLE001 - as above
+                log(f"latency floor failed: {exc!r}")
+                yield Failure("floor", "latency", f"{type(exc).__name__}: {exc}", number)
 
 
 def _measure(driver: Driver, sizes: Sizes, throughput: bool, latency: bool,
-             log: Callable[[str], None]) -> Iterator[Throughput | Latency | Failure]:
-    steps: list[tuple[str, Callable[[Driver, Sizes], Throughput | Latency]]] = []
+             log: Callable[[str], None], number: int) -> Iterator[Row]:
+    steps: list[tuple[str, Callable[[Driver, Sizes, int], Throughput | Latency]]] = []
     if throughput and driver.throughput:
         steps.append(("throughput", measure_throughput))
     if latency and driver.latency:
@@ -157,39 +239,48 @@ def _measure(driver: Driver, sizes: Sizes, throughput: bool, latency: bool,
     for what, measure in steps:
         log(f"{what}: {driver.name}")
         try:
-            yield measure(driver, sizes)
+            yield measure(driver, sizes, number)
         except Exception as exc:  # noqa: BLE001 - reported with the section, the run goes on
             log(f"{what}: {driver.name} failed: {exc!r}")
-            yield Failure(driver.name, what, f"{type(exc).__name__}: {exc}")
+            yield Failure(driver.name, what, f"{type(exc).__name__}: {exc}", number)
 
 
 def failure_notes(failures: list[Failure], what: str) -> list[str]:
-    return [f"**{failure.name}: the {failure.what} run failed:** {failure.error}"
-            for failure in failures if failure.what in (what, "start or stop")]
+    return [f"**{failure.name}: the {failure.what} run of round {failure.round} failed:** "
+            f"{failure.error}" for failure in failures
+            if failure.what in (what, "start or stop")]  # fmt: skip
 
 
 def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
-    by_name = {row.name: row.rate for row in rows}
-    celery, rq_fork = by_name.get(CELERY, math.nan), by_name.get(RQ_FORK, math.nan)
+    measured = by_system(rows)
+    celery, rq_fork = measured.get(CELERY), measured.get(RQ_FORK)
     section = Section("throughput", "1. End-to-end throughput, no-op handler",
-                      ["system", "tasks", "seconds", "tasks/s", "x Celery", "x RQ fork",
+                      ["system", "tasks", "tasks/s", "rounds", "x Celery", "x RQ fork",
                        "CPU ms/task", "client", "servers", "redis"])  # fmt: skip
-    for row in rows:
-        cpu = {part: 1000 * seconds / row.tasks for part, seconds in row.cpu.items()}
-        section.rows.append([row.name, str(row.tasks), fmt(row.seconds), fmt(row.rate, 1),
-                             fmt(ratio(row.rate, celery)), fmt(ratio(row.rate, rq_fork)),
-                             fmt(row.cpu_per_task_ms, 3), fmt(cpu["client"], 3),
-                             fmt(cpu["servers"], 3), fmt(cpu["redis"], 3)])  # fmt: skip
-    batched = by_name.get(BATCHED, math.nan)
-    one = by_name.get(ONE_PER_TASK, math.nan)
-    bare = by_name.get(FLOOR, math.nan)
+    for system in measured.values():
+        slowest, fastest = system.spread
+        section.rows.append([system.name, str(system.tasks), fmt(system.rate, 1),
+                             f"{fmt(slowest, 0)}-{fmt(fastest, 0)}",
+                             fmt(paired_ratio(system, celery)),
+                             fmt(paired_ratio(system, rq_fork)),
+                             fmt(system.cpu_ms(), 3), fmt(system.cpu_ms("client"), 3),
+                             fmt(system.cpu_ms("servers"), 3), fmt(system.cpu_ms("redis"), 3)])
+    one, batched = measured.get(ONE_PER_TASK), measured.get(BATCHED)
+    bare = measured.get(FLOOR)
     section.checks += [
-        Check("throughput, one request per task vs Celery", ratio(one, celery), 1.0, True),
-        Check("throughput, one request per task vs RQ fork", ratio(one, rq_fork), 3.0, True),
-        Check("throughput, batched vs Celery", ratio(batched, celery), 3.0, True),
-    ]
+        Check("throughput, one request per task vs Celery", paired_ratio(one, celery), 1.0,
+              True),
+        Check("throughput, one request per task vs RQ fork", paired_ratio(one, rq_fork), 3.0,
+              True),
+        Check("throughput, batched vs Celery", paired_ratio(batched, celery), 3.0, True),
+    ]  # fmt: skip
     section.notes += [
-        f"{sizes.throughput_tasks} timed tasks per system after {sizes.warmup_tasks} untimed; "
+        f"{sizes.rounds} rounds; in each, every system in turn is started, warmed up "
+        f"({sizes.per_round(sizes.warmup_tasks)} untimed tasks), timed on "
+        f"{sizes.per_round(sizes.throughput_tasks)} tasks and stopped. tasks/s is the median "
+        "of a system's rounds, `rounds` its slowest and fastest round, and `x Celery` / "
+        "`x RQ fork` the median of its rounds' ratios, each against the baseline's run of the "
+        "same round. CPU ms/task is over all rounds.",
         f"{CLIENT_THREADS} client threads and {WORKER_PROCESSES} worker processes for every "
         f"system; one Redis (DB {REDIS_DB}), flushed before each system starts.",
         "CPU ms/task: user + system CPU of every process of the system (client = this "
@@ -207,8 +298,8 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
         "(small JSON) to the trivial app of the latency floor (the broker's gunicorn "
         "settings) over a keep-alive `requests.Session` per client thread, as the SDK's. It "
         "is the most any design crossing 4 HTTP exchanges per task could reach with these "
-        f"HTTP stacks here: {fmt(ratio(bare, celery))}x Celery. inferbox submit + result "
-        f"reaches {fmt(ratio(one, bare))}x of it.",
+        f"HTTP stacks here: {fmt(paired_ratio(bare, celery))}x Celery. inferbox submit + "
+        f"result reaches {fmt(paired_ratio(one, bare))}x of it.",
         "The `(RAM disk)` rows run the same broker and workers with the file:// store on "
         "/dev/shm (tmpfs: fsync costs nothing), as non-durable as the baselines' Redis, which "
         "keeps nothing on disk here; the targets are checked against the rows on disk.",
@@ -216,12 +307,15 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
     return section
 
 
-def latency_section(rows: list[Latency], floors: dict[int, Latency], sizes: Sizes) -> Section:
+def latency_section(rows: list[Latency], sizes: Sizes) -> Section:
+    """The rounds' samples of each system pooled, compared with the pooled floors."""
+    measured = pooled(rows)
+    floors = {row.hops: row for row in measured if row.floor}
     section = Section("latency", "2. Latency overhead, sequential, no-op handler",
                       ["system", "p50 ms", "p90 ms", "p99 ms", "floor p50", "floor p99",
                        "p50 x floor", "p99 x floor"])  # fmt: skip
-    for row in [*rows, *floors.values()]:
-        base = floors.get(row.hops)
+    for row in [row for row in measured if not row.floor] + list(floors.values()):
+        base = None if row.floor else floors.get(row.hops)
         cells = [row.name, fmt(row.p(0.5)), fmt(row.p(0.9)), fmt(row.p(0.99))]
         if base is None:
             section.rows.append(cells + ["", "", "", ""])
@@ -236,8 +330,10 @@ def latency_section(rows: list[Latency], floors: dict[int, Latency], sizes: Size
                       False),
             ]  # fmt: skip
     section.notes += [
-        f"{sizes.latency_tasks} sequential tasks per system (one client thread) after 20 "
-        "untimed; submit -> result in the client's hand.",
+        f"{sizes.rounds} x {sizes.per_round(sizes.latency_tasks)} sequential tasks per system "
+        "(one client thread, 20 untimed first in each round), pooled over the rounds; "
+        "submit -> result in the client's hand. The floors are measured at the end of each "
+        "round and pooled likewise.",
         "Floor: the same number of sequential `POST` round trips (small JSON) over one "
         "keep-alive `requests.Session` to a trivial WSGI app served with "
         f"`broker.cli.gunicorn_options` (gthread, {BROKER_PROCESSES} x {BROKER_THREADS} "

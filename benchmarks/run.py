@@ -92,10 +92,7 @@ def end_to_end(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
                                  "with the stack sampler in the broker, which slows it.")
         sections.append(section)
     if "latency" in only:
-        log("latency: floor")
-        floors = e2e.measure_floor(sizes)
-        section = e2e.latency_section([r for r in rows if isinstance(r, e2e.Latency)], floors,
-                                      sizes)  # fmt: skip
+        section = e2e.latency_section([r for r in rows if isinstance(r, e2e.Latency)], sizes)
         section.notes += e2e.failure_notes(failures, "latency")
         sections.append(section)
     return sections

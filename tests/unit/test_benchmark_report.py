@@ -1,5 +1,6 @@
 """The benchmark's pure parts: ratios, targets, tables, marker replacement, section choice,
-percentiles, profile summaries, and the depth populate's faithfulness to a real submit.
+percentiles, how rounds combine, profile summaries, and the depth populate's faithfulness to a
+real submit.
 
 No timings are asserted: the benchmark itself (``python -m benchmarks.run``) never runs here.
 """
@@ -13,7 +14,16 @@ import fakeredis
 import pytest
 
 from benchmarks import profiling
+from benchmarks.config import QUICK
 from benchmarks.depth import populate
+from benchmarks.e2e import (
+    Latency,
+    Throughput,
+    by_system,
+    latency_section,
+    paired_ratio,
+    throughput_section,
+)
 from benchmarks.report import (
     Check,
     Section,
@@ -114,6 +124,61 @@ def test_percentile_is_nearest_rank():
     assert percentile(values, 1.0) == 100.0
     assert percentile([7.0], 0.9) == 7.0
     assert math.isnan(percentile([], 0.5))
+
+
+def _run(name, rate, number, tasks=100):
+    return Throughput(name, tasks, tasks / rate, {"client": 0.1, "servers": 0.2, "redis": 0.0},
+                      number)  # fmt: skip
+
+
+def test_a_systems_rate_is_the_median_of_its_rounds_and_its_ratio_pairs_rounds():
+    # The machine slows down in round 3: both systems drop, each round's ratio still holds.
+    rounds = by_system([_run("celery", 400, 1), _run("ours", 800, 1),
+                        _run("celery", 500, 2), _run("ours", 600, 2),
+                        _run("celery", 100, 3), _run("ours", 300, 3)])  # fmt: skip
+    ours, celery = rounds["ours"], rounds["celery"]
+    assert list(rounds) == ["celery", "ours"]
+    assert ours.rate == 600 and ours.spread == (300, 800) and ours.tasks == 300
+    assert paired_ratio(ours, celery) == 2.0  # the rounds' ratios are 2, 1.2 and 3
+    assert ours.rate / celery.rate == 1.5  # medians of rates would pair unlike rounds
+    assert ours.cpu_ms() == pytest.approx(3.0) and ours.cpu_ms("servers") == pytest.approx(2.0)
+
+
+def test_a_ratio_uses_only_rounds_both_systems_completed():
+    ours = by_system([_run("ours", 300, 1), _run("ours", 900, 2)])["ours"]
+    celery = by_system([_run("celery", 300, 2)])["celery"]  # its round 1 failed
+    assert paired_ratio(ours, celery) == 3.0
+    assert math.isnan(paired_ratio(ours, None))
+    assert math.isnan(paired_ratio(ours, by_system([_run("celery", 100, 3)])["celery"]))
+
+
+def test_throughput_section_checks_the_paired_ratios():
+    rows = [_run(name, rate, number) for number in (1, 2)
+            for name, rate in [("Celery (prefork)", 300), ("RQ Worker (fork)", 100),
+                               ("inferbox submit + result", 330)]]  # fmt: skip
+    section = throughput_section(rows, QUICK)
+    figures = {check.target: check.figure for check in section.checks}
+    assert figures["throughput, one request per task vs Celery"] == pytest.approx(1.1)
+    assert figures["throughput, one request per task vs RQ fork"] == pytest.approx(3.3)
+    assert math.isnan(figures["throughput, batched vs Celery"])  # no batched row measured
+    assert [row[:2] for row in section.rows][2] == ["inferbox submit + result", "200"]
+
+
+def test_latency_pools_the_rounds_samples_and_the_floors():
+    rows = [Latency("ours", [0.004] * 3, hops=3, targeted=True),
+            Latency("floor x3", [0.001] * 3, hops=3, floor=True),
+            Latency("ours", [0.010] * 2, hops=3, targeted=True),
+            Latency("floor x3", [0.002] * 2, hops=3, floor=True)]  # fmt: skip
+    section = latency_section(rows, QUICK)
+    assert [row[0] for row in section.rows] == ["ours", "floor x3"]
+    ours = section.rows[0]
+    assert ours[1:4] == ["4.00", "10.00", "10.00"]  # p50 of the 5 pooled samples, p90, p99
+    assert ours[4:6] == ["1.00", "2.00"]  # the pooled floor's p50 and p99
+    assert {check.target: check.figure for check in section.checks} == {
+        "latency p50 vs 3 bare round trips (ours)": 4.0,
+        "latency p99 vs 3 bare round trips (ours)": 5.0,
+    }
+    assert section.rows[1][4:] == ["", "", "", ""]  # the floor is not compared with itself
 
 
 def test_profile_ranks_busy_frames_and_leaves_idle_waits_out():
