@@ -325,12 +325,13 @@ class Mailbox:
                                                        for task in tasks))  # fmt: skip
 
     def _long_poll(self, channels: Sequence[str], seconds: float, *, look: Callable[[], _Seen],
-                   ready: Callable[[_Seen], bool]) -> _Seen:  # fmt: skip
+                   ready: Callable[[_Seen], bool], taker: bool = False) -> _Seen:  # fmt: skip
         """``look()`` until ``ready`` accepts what it saw, ``seconds`` pass or the process starts
         closing; returns the last look. It looks again whenever one of ``channels`` is
-        published, and every ``recheck`` seconds in case a notice was lost."""
+        published (for a ``taker``: when the notifier picks it, see ``broker.notify``), and
+        every ``recheck`` seconds in case a notice was lost."""
         deadline = time.monotonic() + seconds
-        with self.notifier.listen(channels) as woken:
+        with self.notifier.listen(channels, taker=taker) as woken:
             while True:
                 woken.clear()
                 seen = look()
@@ -369,7 +370,7 @@ class Mailbox:
                 queues, max_tasks=max_tasks, lease_seconds=lease_seconds, worker_id=worker_id))
 
         return self._long_poll([f"queued:{name}" for name in queues], wait, look=look,
-                               ready=bool)  # fmt: skip
+                               ready=bool, taker=True)  # fmt: skip
 
     def _open_payloads(self, leases: list[Lease]) -> list[tuple[Lease, Blob]]:
         def open_payload(lease: Lease) -> Blob | None:

@@ -5,6 +5,13 @@ inside its scripts. A :class:`Notifier` runs one listener thread per broker proc
 message out to the threads waiting on it, so a thousand waiting requests hold one subscription,
 not a thousand blocked connections. Pub/sub is not durable, so waiters also re-read the state at
 least every ``RECHECK_INTERVAL`` seconds: a lost message costs latency, never correctness.
+
+Waiters come in two kinds. Every *watcher* of a topic (a client waiting for a result) is woken by
+each message. *Takers* (workers long-polling for tasks) are interchangeable: a message wakes one
+taker of the topic that is not already woken, the longest waiting first, so one queued task
+costs each broker process one look at the queue rather than one per idle worker (a thousand idle
+workers used to mean a thousand take scripts per submit). A taker that leaves while woken, its
+wake unused, passes it on to another.
 """
 
 from __future__ import annotations
@@ -25,31 +32,37 @@ class Notifier:
         self._redis = client
         self._channel = channel
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
+        # topic -> the events waiting on it, oldest first, each with whether it is a taker
+        self._waiters: dict[str, dict[threading.Event, bool]] = defaultdict(dict)
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
     @contextmanager
-    def listen(self, topics: Iterable[str]) -> Iterator[threading.Event]:
-        """An event set whenever one of ``topics`` is published while the block runs.
+    def listen(self, topics: Iterable[str], *, taker: bool = False) -> Iterator[threading.Event]:
+        """An event set whenever one of ``topics`` is published while the block runs; for a
+        ``taker``, whenever a message picks it among the takers of its topic (see above).
 
         Subscribe first, then check the state, then wait: a message that lands between the
-        check and the wait still wakes the waiter (clear the event before each check).
+        check and the wait still wakes the waiter (clear the event before each check, and check
+        once more after every wake before leaving).
         """
         self._ensure_listening()
         event = threading.Event()
         topics = list(topics)
         with self._lock:
             for topic in topics:
-                self._waiters[topic].add(event)
+                self._waiters[topic][event] = taker
         try:
             yield event
         finally:
             with self._lock:
                 for topic in topics:
-                    self._waiters[topic].discard(event)
+                    self._waiters[topic].pop(event, None)
                     if not self._waiters[topic]:
                         del self._waiters[topic]
+                if taker and event.is_set():  # woken for a task it may not have taken
+                    for topic in topics:
+                        self._wake(topic, watchers=False)
 
     def close(self) -> None:
         self._closed.set()
@@ -60,6 +73,18 @@ class Notifier:
             events = {event for waiters in self._waiters.values() for event in waiters}
         for event in events:
             event.set()
+
+    def _wake(self, topic: str, *, watchers: bool = True) -> None:
+        """Set the events a message on ``topic`` wakes: every watcher's (unless ``watchers`` is
+        False) and the first unwoken taker's. The caller holds the lock."""
+        taker_woken = False
+        for event, taker in self._waiters.get(topic, {}).items():
+            if not taker:
+                if watchers:
+                    event.set()
+            elif not taker_woken and not event.is_set():
+                event.set()
+                taker_woken = True
 
     def _ensure_listening(self) -> None:
         if self._thread is not None:
@@ -86,6 +111,4 @@ class Notifier:
 
     def _dispatch(self, topic: str) -> None:
         with self._lock:
-            events = list(self._waiters.get(topic, ()))
-        for event in events:
-            event.set()
+            self._wake(topic)

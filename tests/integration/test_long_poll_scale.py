@@ -1,8 +1,11 @@
-"""Many long-polls on one broker process share a few Redis connections, and all get answered.
+"""Many long-polls on one broker process share a few Redis connections, and all get answered;
+many idle workers do not each look at the queue for every task.
 
 Behaviour, not timing: 300 clients wait on ``/getresult?wait=`` at once on a process whose Redis
 pool is capped at 8 connections; none is refused, every one gets its result once a worker runs,
-and the process never holds more than its 8 connections (the pub/sub listener included).
+and the process never holds more than its 8 connections (the pub/sub listener included). And 40
+workers long-polling one queue: each task submitted goes to one of them for a handful of Redis
+scripts, not one take script per idle worker.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.integration.conftest import CLIENT_TOKEN, launch_broker, stop_broker
+from tests.integration.conftest import CLIENT_TOKEN, WORKER_TOKEN, launch_broker, stop_broker
 
 WAITERS = 300
 POOL = 8
+IDLE_WORKERS = 40
+TASKS = 5
 
 
 def broker_connections(redis_client) -> int:
@@ -61,3 +66,48 @@ def test_hundreds_of_waiters_share_a_bounded_pool(real_redis, tmp_path) -> None:
     finally:
         stop.set()
         stop_broker(server)
+
+
+def scripts_run(redis_client) -> int:
+    stats = redis_client.info("commandstats")
+    return sum(int(stat["calls"]) for name, stat in stats.items()
+               if name.startswith(("cmdstat_eval", "cmdstat_fcall")))  # fmt: skip
+
+
+def test_a_task_wakes_one_of_many_idle_workers_not_all(real_redis, tmp_path) -> None:
+    server = launch_broker(tmp_path / "data", WORKERS="1", THREADS=str(IDLE_WORKERS + 20))
+    taken: list[str] = []
+
+    def idle_worker(number: int) -> None:
+        answer = requests.post(f"{server.url}/getnexttask", timeout=60, params={
+            "queue": "herd", "wait": 30, "worker_id": f"idle-{number}"},
+            headers={"Authorization": f"Bearer {WORKER_TOKEN}"})  # fmt: skip
+        if answer.status_code == 200:
+            taken.append(answer.headers["X-Inferbox-Task-Id"])
+
+    workers = [threading.Thread(target=idle_worker, args=(n,), daemon=True)
+               for n in range(IDLE_WORKERS)]  # fmt: skip
+    try:
+        for worker in workers:
+            worker.start()
+        time.sleep(3)  # every take has looked once and waits
+        submitted, scripts = [], 0
+        with requests.Session() as session:
+            for number in range(TASKS):
+                before = scripts_run(real_redis)
+                submitted.append(session.post(
+                    f"{server.url}/predict?queue=herd", json={"n": number},
+                    headers={"Authorization": f"Bearer {CLIENT_TOKEN}"}).json()["task_id"])
+                deadline = time.monotonic() + 10
+                while len(taken) <= number and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.05)  # a take woken in vain looks within milliseconds
+                scripts += scripts_run(real_redis) - before
+        assert sorted(taken) == sorted(submitted)  # one worker each, the rest still waiting
+        assert sum(worker.is_alive() for worker in workers) == IDLE_WORKERS - TASKS
+        # Per task: the submit, the take that got it, perhaps one woken in vain, and the once-a-
+        # second rechecks of the waiting takes that fall in the window (about 40 x 0.1). Each
+        # of the 40 waiting takes looked at every task before: over 40 a task.
+        assert scripts <= 15 * TASKS, scripts
+    finally:
+        stop_broker(server)  # answers the waiting takes

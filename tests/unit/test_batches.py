@@ -291,9 +291,9 @@ def test_getresults_wakes_when_one_of_its_tasks_ends(http, app):
     listening = threading.Event()
     real_listen = notifier.listen
 
-    def listen(topics):  # tell the test once /getresults is listening
+    def listen(topics, **options):  # tell the test once /getresults is listening
         listening.set()
-        return real_listen(topics)
+        return real_listen(topics, **options)
 
     notifier.listen = listen  # type: ignore[method-assign]
     worker = threading.Thread(target=lambda: listening.wait(10) and finish(

@@ -1,0 +1,86 @@
+"""The notifier wakes every watcher of a topic but one idle taker per message.
+
+Messages go through fakeredis pub/sub to the notifier's real listener thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import ExitStack
+
+import fakeredis
+import pytest
+
+from broker.notify import Notifier
+
+CHANNEL = "inferbox:events"
+
+
+@pytest.fixture
+def notifier():
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    notifier = Notifier(client, CHANNEL)
+    with notifier.listen(["warm-up"]) as woken:  # the listener is subscribed once this wakes
+        deadline = time.monotonic() + 5
+        while not woken.is_set() and time.monotonic() < deadline:
+            client.publish(CHANNEL, "warm-up")
+            woken.wait(0.05)
+        assert woken.is_set()
+    notifier.publish = lambda topic: client.publish(CHANNEL, topic)  # type: ignore[attr-defined]
+    yield notifier
+    notifier.close()
+
+
+def settle(events: list[threading.Event], count: int) -> list[bool]:
+    """The events' states once ``count`` of them are set (or after 2 s)."""
+    deadline = time.monotonic() + 2
+    while sum(event.is_set() for event in events) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # a wrong extra wake would land by now
+    return [event.is_set() for event in events]
+
+
+def test_a_message_wakes_every_watcher_and_the_longest_waiting_taker(notifier):
+    with ExitStack() as stack:
+        takers = [stack.enter_context(notifier.listen(["queued:q"], taker=True))
+                  for _ in range(3)]  # fmt: skip
+        watchers = [stack.enter_context(notifier.listen(["queued:q"])) for _ in range(2)]
+        notifier.publish("queued:q")
+        assert settle([*takers, *watchers], 3) == [True, False, False, True, True]
+
+
+def test_each_message_wakes_the_longest_waiting_taker_not_already_woken(notifier):
+    with ExitStack() as stack:
+        takers = [stack.enter_context(notifier.listen(["queued:q"], taker=True))
+                  for _ in range(3)]  # fmt: skip
+        notifier.publish("queued:q")
+        notifier.publish("queued:q")
+        assert settle(takers, 2) == [True, True, False]
+        takers[0].clear()  # the first looked at the queue and waits again
+        notifier.publish("queued:q")
+        assert settle(takers, 3) == [True, True, False]  # the first again, not the third
+
+
+def test_a_taker_wakes_only_for_its_own_queues(notifier):
+    with notifier.listen(["queued:a"], taker=True) as a, \
+            notifier.listen(["queued:a", "queued:b"], taker=True) as both:  # fmt: skip
+        notifier.publish("queued:b")
+        assert settle([a, both], 1) == [False, True]
+
+
+@pytest.mark.parametrize("used", [False, True])
+def test_a_taker_leaving_with_an_unused_wake_passes_it_on(notifier, used):
+    leaving_block = notifier.listen(["queued:q"], taker=True)
+    leaving = leaving_block.__enter__()  # the longest waiting: the message picks it
+    with notifier.listen(["queued:q"], taker=True) as staying, \
+            notifier.listen(["queued:q"]) as watcher:  # fmt: skip
+        notifier.publish("queued:q")
+        assert settle([leaving, staying, watcher], 2) == [True, False, True]
+        watcher.clear()
+        if used:
+            leaving.clear()  # it looked again (and took the task) before its request ended
+        leaving_block.__exit__(None, None, None)
+        # unused, the wake goes to the other taker (no new message for watchers); used, the
+        # others go on waiting
+        assert settle([staying, watcher], 1) == [not used, False]
