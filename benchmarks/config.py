@@ -41,6 +41,8 @@ class Sizes:
     depth_large: int
     depth_takes: int
     waiters: int
+    idle_workers: int  # section 7
+    idle_tasks: int
     rounds: int  # sections 1-2: every system is started, measured and stopped once per round
 
     def per_round(self, total: int) -> int:
@@ -51,9 +53,9 @@ class Sizes:
 
 FULL = Sizes(throughput_tasks=5000, warmup_tasks=300, latency_tasks=500, batching_tasks=400,
              large_payload_mb=200, depth_small=100, depth_large=1_000_000, depth_takes=200,
-             waiters=1000, rounds=3)  # fmt: skip
+             waiters=1000, idle_workers=200, idle_tasks=100, rounds=3)  # fmt: skip
 QUICK = Sizes(throughput_tasks=600, warmup_tasks=60, latency_tasks=100, batching_tasks=100,
               large_payload_mb=50, depth_small=100, depth_large=100_000, depth_takes=100,
-              waiters=300, rounds=2)  # fmt: skip
+              waiters=300, idle_workers=50, idle_tasks=20, rounds=2)  # fmt: skip
 
-SECTIONS = ("throughput", "latency", "utilisation", "payload", "depth", "longpoll")
+SECTIONS = ("throughput", "latency", "utilisation", "payload", "depth", "longpoll", "idle")

@@ -55,20 +55,24 @@ def populate(client: redis.Redis, queue: str, count: int, *, owner: str,
         pipe.execute()
 
 
-def take_latencies(url: str, queue: str, count: int) -> list[float]:
-    """Seconds of each of ``count`` sequential one-task takes (body read), after warm-up."""
-    timings = []
+def take_latencies(url: str, queues: list[str], count: int) -> dict[str, list[float]]:
+    """Seconds of each of ``count`` sequential one-task takes (body read) from each queue,
+    after warm-up; the takes alternate between the queues, so the machine's drift during the
+    run touches each queue's figures alike."""
+    timings: dict[str, list[float]] = {queue: [] for queue in queues}
     with requests.Session() as session:
         for index in range(WARMUP_TAKES + count):
-            started = time.perf_counter()
-            params: dict[str, str | int] = {"queue": queue, "max_tasks": 1, "wait": 0,
-                                            "lease": 600}
-            response = session.post(f"{url}/getnexttask", params=params)
-            response.raise_for_status()
-            if response.status_code != 200 or not response.content:
-                raise AssertionError(f"take {index} from {queue} got {response.status_code}")
-            if index >= WARMUP_TAKES:
-                timings.append(time.perf_counter() - started)
+            for queue in queues:
+                started = time.perf_counter()
+                params: dict[str, str | int] = {"queue": queue, "max_tasks": 1, "wait": 0,
+                                                "lease": 600}
+                response = session.post(f"{url}/getnexttask", params=params)
+                response.raise_for_status()
+                if response.status_code != 200 or not response.content:
+                    raise AssertionError(f"take {index} from {queue} got "
+                                         f"{response.status_code}")  # fmt: skip
+                if index >= WARMUP_TAKES:
+                    timings[queue].append(time.perf_counter() - started)
     return timings
 
 
@@ -93,7 +97,6 @@ def depth_section(sizes: Sizes, log: Any = print) -> Section:
             url, _ = procs.start_broker(group, REDIS_URL, "memory://", workers=1,
                                         threads=SMALL_BROKER_THREADS)  # fmt: skip
             submit_head(url, "short", sizes.depth_small + head)
-            short = take_latencies(url, "short", sizes.depth_takes)
             owner = submit_head(url, "long", head)
             log(f"depth: populating {sizes.depth_large:,} tasks")
             before, started = client.info("memory")["used_memory"], time.perf_counter()
@@ -101,7 +104,8 @@ def depth_section(sizes: Sizes, log: Any = print) -> Section:
             fill_seconds = time.perf_counter() - started
             grown = (client.info("memory")["used_memory"] - before) / 2**20
             depth = client.zcard(KEYS.queue("long"))
-            long = take_latencies(url, "long", sizes.depth_takes)
+            timings = take_latencies(url, ["short", "long"], sizes.depth_takes)
+            short, long = timings["short"], timings["long"]
     finally:
         client.flushdb()
     base = 1000 * percentile(short, 0.5)
@@ -115,7 +119,9 @@ def depth_section(sizes: Sizes, log: Any = print) -> Section:
     section.notes += [
         f"Each queue holds its figure plus the {head} head tasks taken during the measurement "
         f"({WARMUP_TAKES} untimed warm-up takes, then {sizes.depth_takes} timed), so the depth "
-        "stays at or above the figure throughout. `POST /getnexttask?max_tasks=1&wait=0` over "
+        "stays at or above the figure throughout. The takes alternate between the two queues "
+        "(both filled first), so a machine drifting during the run moves both figures alike. "
+        "`POST /getnexttask?max_tasks=1&wait=0` over "
         f"a keep-alive session, payload body read; broker: 1 gunicorn process x "
         f"{SMALL_BROKER_THREADS} threads, memory:// storage.",
         f"The long queue: {head} head tasks submitted over HTTP (with payloads), then "

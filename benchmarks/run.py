@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--quick] [--only throughput,latency,...] [--write] [--profile]
 
-Sections: throughput, latency, utilisation, payload, depth, longpoll (see README
+Sections: throughput, latency, utilisation, payload, depth, longpoll, idle (see README
 "Performance"). Every system runs against the same Redis (``INFERBOX_BENCH_REDIS_URL``,
 default ``redis://127.0.0.1:6379/12``; the database is FLUSHED) with the same number of
 worker processes and client threads (``benchmarks.config``). The table is printed;
@@ -99,7 +99,7 @@ def end_to_end(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
 
 
 def run_sections(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
-    from benchmarks import depth, longpoll, payload, utilisation
+    from benchmarks import depth, idle, longpoll, payload, utilisation
 
     sections: list[Section] = []
     if "throughput" in only or "latency" in only:
@@ -110,6 +110,7 @@ def run_sections(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
         ("payload", "4. Large payload", lambda: payload.payload_section(sizes)),
         ("depth", "5. Take latency vs queue depth", lambda: depth.depth_section(sizes, log)),
         ("longpoll", "6. Long-poll scale", lambda: longpoll.longpoll_section(sizes)),
+        ("idle", "7. Idle workers", lambda: idle.idle_section(sizes)),
     ]
     for key, title, measure in steps:
         if key in only:
