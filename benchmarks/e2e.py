@@ -96,10 +96,10 @@ def paired_ratio(system: Rounds | None, baseline: Rounds | None) -> float:
 
 def by_system(rows: list[Throughput]) -> dict[str, Rounds]:
     """The rounds of each system, in the order the systems first appear."""
-    systems: dict[str, Rounds] = {}
+    found: dict[str, Rounds] = {}
     for row in rows:
-        systems.setdefault(row.name, Rounds(row.name)).runs[row.round] = row
-    return systems
+        found.setdefault(row.name, Rounds(row.name)).runs[row.round] = row
+    return found
 
 
 def _median(values: list[float]) -> float:

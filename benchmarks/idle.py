@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import redis
+
 from benchmarks import procs, systems
 from benchmarks.config import REDIS_URL, Sizes
 from benchmarks.longpoll import broker_sockets
@@ -53,7 +55,7 @@ def hold_take(taker: Taker, host: str, port: int) -> None:
         connection.close()
 
 
-def scripts_run(client: systems.redis.Redis) -> int:
+def scripts_run(client: redis.Redis) -> int:
     """Lua scripts the Redis server has run since it started (all databases, all clients)."""
     stats = client.info("commandstats")
     return sum(int(stat["calls"]) for name, stat in stats.items()
