@@ -121,9 +121,8 @@ def depth_section(sizes: Sizes, log: Any = print) -> Section:
         f"({WARMUP_TAKES} untimed warm-up takes, then {sizes.depth_takes} timed), so the depth "
         "stays at or above the figure throughout. The takes alternate between the two queues "
         "(both filled first), so a machine drifting during the run moves both figures alike. "
-        "`POST /getnexttask?max_tasks=1&wait=0` over "
-        f"a keep-alive session, payload body read; broker: 1 gunicorn process x "
-        f"{SMALL_BROKER_THREADS} threads, memory:// storage.",
+        "`POST /getnexttask?max_tasks=1&wait=0` over a keep-alive session, payload body read; "
+        f"broker: 1 gunicorn process x {SMALL_BROKER_THREADS} threads, memory:// storage.",
         f"The long queue: {head} head tasks submitted over HTTP (with payloads), then "
         f"{sizes.depth_large:,} created by the broker's own `submit.lua` (called by SHA, "
         f"{CHUNK} per pipeline, the exact arguments `TaskQueue.submit` passes) in "

@@ -90,8 +90,8 @@ def payload_section(sizes: Sizes) -> Section:
     section.notes += [
         f"sha256 of the fetched file equals the payload's ({expected[:16]}...).",
         f"Broker: `inferbox-broker serve`, 1 process x {SMALL_BROKER_THREADS} threads, file:// "
-        "storage; RSS of its "
-        "gunicorn worker process sampled every 50 ms, growth = peak - value before the submit. "
+        "storage; RSS of its gunicorn worker process sampled every 50 ms, growth = peak - "
+        "value before the submit. "
         "One `inferbox-worker` (`benchmarks.handlers:echo_bytes`) returns the bytes unchanged; "
         "its peak RSS is absolute (the handler holds the payload and its result in memory).",
         "Client: `Client.submit(Path)` streams the file; the result is fetched with a streamed "

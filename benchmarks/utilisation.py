@@ -32,8 +32,8 @@ def utilisation_section(sizes: Sizes) -> Section:
         f"`benchmarks/worker_batching.py`: {sizes.batching_tasks} queued tasks per "
         "configuration drained by one in-process `Worker` whose batch handler sleeps "
         f"{worker_batching.MODEL_SECONDS * 1000:.0f} ms per call whatever the batch size; "
-        "broker: gunicorn, 1 process x "
-        f"{BATCHING_THREADS} threads, Redis DB {REDIS_DB}, memory:// storage. Model busy = "
+        f"broker: gunicorn, 1 process x {BATCHING_THREADS} threads, Redis DB {REDIS_DB}, "
+        "memory:// storage. Model busy = "
         "`Worker.stats.busy_fraction` (handler time / wall time)."
     )
     return section
