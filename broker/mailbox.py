@@ -119,12 +119,11 @@ class Backpressure:
 class Mailbox:
     def __init__(
         self, queue: TaskQueue, store: BlobStore, notifier: Notifier, *,
-        recheck: float = K.RECHECK_INTERVAL, backpressure: Backpressure | None = None,
+        backpressure: Backpressure | None = None,
     ) -> None:  # fmt: skip
         self.queue = queue
         self.store = store
         self.notifier = notifier
-        self.recheck = recheck
         self.backpressure = backpressure or Backpressure()
         self.closing = threading.Event()
         # threads start on first use: none exist in a process that forks servers later
@@ -328,8 +327,9 @@ class Mailbox:
                    ready: Callable[[_Seen], bool], taker: bool = False) -> _Seen:  # fmt: skip
         """``look()`` until ``ready`` accepts what it saw, ``seconds`` pass or the process starts
         closing; returns the last look. It looks again whenever one of ``channels`` is
-        published (for a ``taker``: when the notifier picks it, see ``broker.notify``), and
-        every ``recheck`` seconds in case a notice was lost."""
+        published, and every ``notifier.recheck`` seconds in case a notice was lost; a
+        ``taker`` looks when the notifier picks it, for a message or a recheck (see
+        ``broker.notify``)."""
         deadline = time.monotonic() + seconds
         with self.notifier.listen(channels, taker=taker) as woken:
             while True:
@@ -338,7 +338,7 @@ class Mailbox:
                 remaining = deadline - time.monotonic()
                 if ready(seen) or remaining <= 0 or self.closing.is_set():
                     return seen
-                woken.wait(min(self.recheck, remaining))
+                woken.wait(remaining if taker else min(self.notifier.recheck, remaining))
 
     def open_result(self, task: Task) -> Blob:
         with _storage_errors("read the result"):

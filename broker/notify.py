@@ -4,7 +4,11 @@ The state machine publishes ``queued:<queue>`` and ``done:<task_id>`` on one pub
 inside its scripts. A :class:`Notifier` runs one listener thread per broker process that fans each
 message out to the threads waiting on it, so a thousand waiting requests hold one subscription,
 not a thousand blocked connections. Pub/sub is not durable, so waiters also re-read the state at
-least every ``RECHECK_INTERVAL`` seconds: a lost message costs latency, never correctness.
+least every ``recheck`` seconds (``RECHECK_INTERVAL``): a lost message costs latency, never
+correctness. Watchers time their own re-reads. For takers the listener thread does it: every
+``recheck`` seconds it wakes the longest-waiting taker of each topic (unless one is already awake),
+so idle workers cost one look per queue, process and interval, not one each. When the listener
+loses Redis and subscribes again, it wakes every waiter at once.
 
 Waiters come in two kinds. Every *watcher* of a topic (a client waiting for a result) is woken by
 each message. *Takers* (workers long-polling for tasks) are interchangeable: a message wakes one
@@ -18,19 +22,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import redis
 
+from . import keys as K
+
 log = logging.getLogger("inferbox.broker")
 
 
 class Notifier:
-    def __init__(self, client: redis.Redis, channel: str) -> None:
+    def __init__(self, client: redis.Redis, channel: str, *,
+                 recheck: float = K.RECHECK_INTERVAL) -> None:  # fmt: skip
         self._redis = client
         self._channel = channel
+        self.recheck = recheck
         self._lock = threading.Lock()
         # topic -> the events waiting on it, oldest first, each with whether it is a taker
         self._waiters: dict[str, dict[threading.Event, bool]] = defaultdict(dict)
@@ -74,6 +83,14 @@ class Notifier:
         for event in events:
             event.set()
 
+    def _recheck_takers(self) -> None:
+        """Wake the longest-waiting taker of each topic none of whose takers is woken yet."""
+        with self._lock:
+            for waiters in self._waiters.values():
+                takers = [event for event, taker in waiters.items() if taker]
+                if takers and not any(event.is_set() for event in takers):
+                    takers[0].set()
+
     def _wake(self, topic: str, *, watchers: bool = True) -> None:
         """Set the events a message on ``topic`` wakes: every watcher's (unless ``watchers`` is
         False) and the first unwoken taker's. The caller holds the lock."""
@@ -97,17 +114,32 @@ class Notifier:
                 self._thread.start()
 
     def _listen(self) -> None:
+        subscribed_before = False
         while not self._closed.is_set():
             try:
-                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self._channel)
-                while not self._closed.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._dispatch(message["data"].decode())
-            except redis.RedisError as exc:  # waiters fall back to re-checking; retry soon
+                with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    pubsub.subscribe(self._channel)
+                    if subscribed_before:  # messages published while we were away are lost
+                        self.wake_all()
+                    subscribed_before = True
+                    self._relay(pubsub)
+            except redis.RedisError as exc:  # waiters go on waiting; rechecks resume after
                 log.warning("pub/sub listener lost Redis (%s); reconnecting", exc)
                 self._closed.wait(1.0)
+            except Exception:  # never let waiting takers lose their rechecks
+                log.exception("pub/sub listener failed; restarting it")
+                self._closed.wait(1.0)
+
+    def _relay(self, pubsub: redis.client.PubSub) -> None:
+        """Dispatch messages, and wake one taker per topic every ``recheck`` seconds."""
+        next_recheck = time.monotonic() + self.recheck
+        while not self._closed.is_set():
+            message = pubsub.get_message(timeout=max(0.0, next_recheck - time.monotonic()))
+            if message is not None:
+                self._dispatch(message["data"].decode())
+            if time.monotonic() >= next_recheck:
+                self._recheck_takers()
+                next_recheck = time.monotonic() + self.recheck
 
     def _dispatch(self, topic: str) -> None:
         with self._lock:

@@ -5,7 +5,8 @@ Behaviour, not timing: 300 clients wait on ``/getresult?wait=`` at once on a pro
 pool is capped at 8 connections; none is refused, every one gets its result once a worker runs,
 and the process never holds more than its 8 connections (the pub/sub listener included). And 40
 workers long-polling one queue: each task submitted goes to one of them for a handful of Redis
-scripts, not one take script per idle worker.
+scripts, not one take script per idle worker; and while no task comes, the process rechecks the
+queue once a second for all of them, not once a second for each.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ WAITERS = 300
 POOL = 8
 IDLE_WORKERS = 40
 TASKS = 5
+IDLE_SECONDS = 3
 
 
 def broker_connections(redis_client) -> int:
@@ -105,9 +107,33 @@ def test_a_task_wakes_one_of_many_idle_workers_not_all(real_redis, tmp_path) -> 
                 scripts += scripts_run(real_redis) - before
         assert sorted(taken) == sorted(submitted)  # one worker each, the rest still waiting
         assert sum(worker.is_alive() for worker in workers) == IDLE_WORKERS - TASKS
-        # Per task: the submit, the take that got it, perhaps one woken in vain, and the once-a-
-        # second rechecks of the waiting takes that fall in the window (about 40 x 0.1). Each
-        # of the 40 waiting takes looked at every task before: over 40 a task.
-        assert scripts <= 15 * TASKS, scripts
+        # Per task: the submit, the take that got it, perhaps one woken in vain or one recheck.
+        # Each of the 40 waiting takes looked at every task before: over 40 a task.
+        assert scripts <= 5 * TASKS, scripts
     finally:
         stop_broker(server)  # answers the waiting takes
+
+
+def test_idle_workers_cost_one_recheck_per_queue_not_one_each(real_redis, tmp_path) -> None:
+    server = launch_broker(tmp_path / "data", WORKERS="1", THREADS=str(IDLE_WORKERS + 20),
+                           JANITOR_INTERVAL="0")  # fmt: skip  # its passes run scripts too
+    headers = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+
+    def idle_worker(number: int) -> None:
+        requests.post(f"{server.url}/getnexttask", timeout=60, headers=headers, params={
+            "queue": "quiet", "wait": 30, "worker_id": f"idle-{number}"})  # fmt: skip
+
+    workers = [threading.Thread(target=idle_worker, args=(n,), daemon=True)
+               for n in range(IDLE_WORKERS)]  # fmt: skip
+    try:
+        for worker in workers:
+            worker.start()
+        time.sleep(2)  # every take has looked once and waits
+        before = scripts_run(real_redis)
+        time.sleep(IDLE_SECONDS)
+        scripts = scripts_run(real_redis) - before
+        assert all(worker.is_alive() for worker in workers)
+        # one recheck a second for the queue; one by each waiting take would be 40 a second
+        assert scripts <= 2 * IDLE_SECONDS, scripts
+    finally:
+        stop_broker(server)

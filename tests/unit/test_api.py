@@ -28,7 +28,7 @@ def app(store, clock):
     )  # fmt: skip
     queue = TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()), clock=clock)
     app = create_app(settings, queue=queue, store=store)
-    app.extensions["inferbox"].mailbox.recheck = 0.05
+    app.extensions["inferbox"].mailbox.notifier.recheck = 0.05
     return app
 
 

@@ -31,7 +31,7 @@ app = create_app(
     queue=TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer())),
     store=open_store("memory://"),
 )  # fmt: skip
-app.extensions["inferbox"].mailbox.recheck = 0.05
+app.extensions["inferbox"].mailbox.notifier.recheck = 0.05
 schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
 cases: list[str] = []
 

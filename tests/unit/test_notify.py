@@ -1,4 +1,5 @@
-"""The notifier wakes every watcher of a topic but one idle taker per message.
+"""The notifier wakes every watcher of a topic but one idle taker per message, and rechecks the
+takers of each topic one at a time.
 
 Messages go through fakeredis pub/sub to the notifier's real listener thread.
 """
@@ -17,10 +18,9 @@ from broker.notify import Notifier
 CHANNEL = "inferbox:events"
 
 
-@pytest.fixture
-def notifier():
+def started(recheck: float) -> Notifier:
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    notifier = Notifier(client, CHANNEL)
+    notifier = Notifier(client, CHANNEL, recheck=recheck)
     with notifier.listen(["warm-up"]) as woken:  # the listener is subscribed once this wakes
         deadline = time.monotonic() + 5
         while not woken.is_set() and time.monotonic() < deadline:
@@ -28,6 +28,12 @@ def notifier():
             woken.wait(0.05)
         assert woken.is_set()
     notifier.publish = lambda topic: client.publish(CHANNEL, topic)  # type: ignore[attr-defined]
+    return notifier
+
+
+@pytest.fixture
+def notifier():
+    notifier = started(recheck=3600)  # no recheck lands during a test: messages alone wake
     yield notifier
     notifier.close()
 
@@ -84,3 +90,19 @@ def test_a_taker_leaving_with_an_unused_wake_passes_it_on(notifier, used):
         # unused, the wake goes to the other taker (no new message for watchers); used, the
         # others go on waiting
         assert settle([staying, watcher], 1) == [not used, False]
+
+
+def test_a_recheck_wakes_one_taker_per_topic_and_no_watcher():
+    notifier = started(recheck=0.05)
+    try:
+        with ExitStack() as stack:
+            on_q = [stack.enter_context(notifier.listen(["queued:q"], taker=True))
+                    for _ in range(3)]  # fmt: skip
+            on_r = stack.enter_context(notifier.listen(["queued:r"], taker=True))
+            watcher = stack.enter_context(notifier.listen(["queued:q"]))
+            # rechecks every 50 ms, but none while a taker of the topic is still awake
+            assert settle([*on_q, on_r, watcher], 2) == [True, False, False, True, False]
+            on_q[0].clear()  # it looked at the queue and waits again
+            assert settle([*on_q, on_r, watcher], 2) == [True, False, False, True, False]
+    finally:
+        notifier.close()

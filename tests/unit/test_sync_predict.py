@@ -24,7 +24,7 @@ def app(store):
                         max_wait=3)  # fmt: skip
     queue = TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
     app = create_app(settings, queue=queue, store=store)
-    app.extensions["inferbox"].mailbox.recheck = 0.05
+    app.extensions["inferbox"].mailbox.notifier.recheck = 0.05
     return app
 
 
