@@ -109,10 +109,10 @@ def depth_section(sizes: Sizes, log: Any = print) -> Section:
     finally:
         client.flushdb()
     base = 1000 * percentile(short, 0.5)
-    for queued, timings in ((sizes.depth_small, short), (sizes.depth_large, long)):
-        p50 = 1000 * percentile(timings, 0.5)
-        section.rows.append([f"{queued:,}", str(len(timings)), fmt(p50),
-                             fmt(1000 * percentile(timings, 0.9)), fmt(ratio(p50, base))])
+    for queued, samples in ((sizes.depth_small, short), (sizes.depth_large, long)):
+        p50 = 1000 * percentile(samples, 0.5)
+        section.rows.append([f"{queued:,}", str(len(samples)), fmt(p50),
+                             fmt(1000 * percentile(samples, 0.9)), fmt(ratio(p50, base))])
     p50_long = 1000 * percentile(long, 0.5)
     section.checks.append(Check(f"take p50 at {sizes.depth_large:,} vs {sizes.depth_small} "
                                 "queued", ratio(p50_long, base), 1.5, False))  # fmt: skip

@@ -298,7 +298,7 @@ def _transport() -> Any:
             BiggerBlockSizeHTTPAdapter as Adapter,
         )
     except ImportError:
-        from requests.adapters import HTTPAdapter as Adapter
+        from requests.adapters import HTTPAdapter as Adapter  # type: ignore[assignment]
     session = requests.Session()
     adapter = Adapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False),
                       pool_maxsize=MAX_POOL_CONNECTIONS)  # fmt: skip
