@@ -134,7 +134,9 @@ class Notifier:
         """Dispatch messages, and wake one taker per topic every ``recheck`` seconds."""
         next_recheck = time.monotonic() + self.recheck
         while not self._closed.is_set():
-            message = pubsub.get_message(timeout=max(0.0, next_recheck - time.monotonic()))
+            # at most a second, so that close() is seen soon whatever the interval
+            wait = min(1.0, next_recheck - time.monotonic())
+            message = pubsub.get_message(timeout=max(0.0, wait))
             if message is not None:
                 self._dispatch(message["data"].decode())
             if time.monotonic() >= next_recheck:
