@@ -25,8 +25,8 @@ def listener_id(real_redis: redis.Redis) -> str | None:
 
 
 def test_every_waiter_is_woken_after_the_listener_reconnects(real_redis) -> None:
-    notifier = Notifier(redis.Redis.from_url(REDIS_URL, client_name=NAME), "inferbox-test:events",
-                        recheck=3600)  # fmt: skip  # no rechecks: only the reconnect wakes
+    client = redis.Redis.from_url(REDIS_URL, client_name=NAME)
+    notifier = Notifier(client, "inferbox-test:events", recheck=3600)  # only a reconnect wakes
     try:
         with notifier.listen(["queued:a"], taker=True) as first, \
                 notifier.listen(["queued:a"], taker=True) as second, \
@@ -39,3 +39,4 @@ def test_every_waiter_is_woken_after_the_listener_reconnects(real_redis) -> None
                 assert event.wait(10), "a waiter was not woken after the reconnect"
     finally:
         notifier.close()
+        client.close()
