@@ -76,22 +76,29 @@ def scripts_run(redis_client) -> int:
                if name.startswith(("cmdstat_eval", "cmdstat_fcall")))  # fmt: skip
 
 
-def test_a_task_wakes_one_of_many_idle_workers_not_all(real_redis, tmp_path) -> None:
-    server = launch_broker(tmp_path / "data", WORKERS="1", THREADS=str(IDLE_WORKERS + 20))
-    taken: list[str] = []
+def idle_workers(url: str, queue: str, taken: list[str]) -> list[threading.Thread]:
+    """``IDLE_WORKERS`` started threads, each holding one ``/getnexttask?wait=30`` on ``queue``;
+    the id of a task one of them gets goes into ``taken``."""
 
     def idle_worker(number: int) -> None:
-        answer = requests.post(f"{server.url}/getnexttask", timeout=60, params={
-            "queue": "herd", "wait": 30, "worker_id": f"idle-{number}"},
+        answer = requests.post(f"{url}/getnexttask", timeout=60, params={
+            "queue": queue, "wait": 30, "worker_id": f"idle-{number}"},
             headers={"Authorization": f"Bearer {WORKER_TOKEN}"})  # fmt: skip
         if answer.status_code == 200:
             taken.append(answer.headers["X-Inferbox-Task-Id"])
 
     workers = [threading.Thread(target=idle_worker, args=(n,), daemon=True)
                for n in range(IDLE_WORKERS)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    return workers
+
+
+def test_a_task_wakes_one_of_many_idle_workers_not_all(real_redis, tmp_path) -> None:
+    server = launch_broker(tmp_path / "data", WORKERS="1", THREADS=str(IDLE_WORKERS + 20))
+    taken: list[str] = []
     try:
-        for worker in workers:
-            worker.start()
+        workers = idle_workers(server.url, "herd", taken)
         time.sleep(3)  # every take has looked once and waits
         submitted, scripts = [], 0
         with requests.Session() as session:
@@ -117,22 +124,14 @@ def test_a_task_wakes_one_of_many_idle_workers_not_all(real_redis, tmp_path) -> 
 def test_idle_workers_cost_one_recheck_per_queue_not_one_each(real_redis, tmp_path) -> None:
     server = launch_broker(tmp_path / "data", WORKERS="1", THREADS=str(IDLE_WORKERS + 20),
                            JANITOR_INTERVAL="0")  # fmt: skip  # its passes run scripts too
-    headers = {"Authorization": f"Bearer {WORKER_TOKEN}"}
-
-    def idle_worker(number: int) -> None:
-        requests.post(f"{server.url}/getnexttask", timeout=60, headers=headers, params={
-            "queue": "quiet", "wait": 30, "worker_id": f"idle-{number}"})  # fmt: skip
-
-    workers = [threading.Thread(target=idle_worker, args=(n,), daemon=True)
-               for n in range(IDLE_WORKERS)]  # fmt: skip
+    taken: list[str] = []
     try:
-        for worker in workers:
-            worker.start()
+        workers = idle_workers(server.url, "quiet", taken)
         time.sleep(2)  # every take has looked once and waits
         before = scripts_run(real_redis)
         time.sleep(IDLE_SECONDS)
         scripts = scripts_run(real_redis) - before
-        assert all(worker.is_alive() for worker in workers)
+        assert all(worker.is_alive() for worker in workers) and not taken
         # one recheck a second for the queue; one by each waiting take would be 40 a second
         assert scripts <= 2 * IDLE_SECONDS, scripts
     finally:
