@@ -2,10 +2,11 @@
 
 Idle workers are threads of this process, each holding ``POST /getnexttask?wait=60`` on its own
 ``http.client`` connection, as an ``inferbox-worker`` with nothing to do does; they start spread
-over a second, as workers started at different times would be. First the idle
-cost is read (Redis scripts a second: every waiting take re-reads its queue once a second in
-case a notice was lost), then tasks are submitted one at a time, each once the one before was
-taken: the Redis scripts and Redis CPU they cost, and how soon a waiting take answered.
+over a second, as workers started at different times would be. First the idle cost is read
+(Redis scripts a second: the broker process re-reads the queue once a second for its waiting
+takes, in case a notice was lost), then tasks are submitted one at a time, each once the one
+before was taken: the Redis scripts and Redis CPU they cost, and how soon a waiting take
+answered.
 """
 
 from __future__ import annotations
