@@ -9,8 +9,9 @@ Redis layout (``<p>`` is the prefix, ``inferbox`` unless ``INFERBOX_REDIS_PREFIX
     <p>:queues               SET     every queue name ever used (for stats and reaping)
     <p>:seq                  STRING  submit sequence counter (FIFO order within a priority)
     <p>:idem:<owner>:<hash>  STRING  idempotency key -> task id, expires after IDEMPOTENCY_TTL
-    <p>:events               CHANNEL pub/sub: "queued:<queue>" and "done:<task_id>" wake long-polls;
-                                     "webhook" wakes the webhook relay
+    <p>:events               CHANNEL pub/sub: "queued:<queue>" and "done:<task_id>" wake long-polls
+                                     (a done message carries the final task hash after a newline,
+                                     as a JSON list); "webhook" wakes the webhook relay
     <p>:ttl                  ZSET    task ids by the time their queueing ttl runs out (the janitor
                                      expires queued tasks nobody takes)
     <p>:finished             ZSET    final task ids by finish time (the janitor retires them after

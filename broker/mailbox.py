@@ -46,7 +46,7 @@ from .errors import (
     Unavailable,
 )
 from .notify import Notifier
-from .queue import Completion, NewTask, Submitted, TaskQueue
+from .queue import Completion, NewTask, Submitted, TaskQueue, notified_task
 from .reindex import RECORDED, state_record
 from .task import Lease, Task, iso, new_task_id
 
@@ -304,10 +304,18 @@ class Mailbox:
         return task
 
     def wait(self, task_id: str, owner: str | None, seconds: float) -> Task:
-        """The task once final, or as it stands after ``seconds``."""
+        """The task once final, or as it stands after ``seconds``. Woken by the task's done
+        notice, it answers with the final task the notice carries, without reading it again."""
+
+        def heard(notice: bytes) -> Task | None:
+            task = notified_task(notice)
+            if task is not None and owner is not None and task.owner != owner:
+                raise TaskNotFound(f"no task {task_id}")
+            return task
+
         return self._long_poll([f"done:{task_id}"], seconds,
                                look=lambda: self.task(task_id, owner),
-                               ready=lambda task: task.is_final)  # fmt: skip
+                               ready=lambda task: task.is_final, heard=heard)  # fmt: skip
 
     def wait_any(self, task_ids: Sequence[str], owner: str | None, seconds: float
                  ) -> list[Task | None]:  # fmt: skip
@@ -324,17 +332,21 @@ class Mailbox:
                                                        for task in tasks))  # fmt: skip
 
     def _long_poll(self, channels: Sequence[str], seconds: float, *, look: Callable[[], _Seen],
-                   ready: Callable[[_Seen], bool], taker: bool = False) -> _Seen:  # fmt: skip
+                   ready: Callable[[_Seen], bool], taker: bool = False,
+                   heard: Callable[[bytes], _Seen | None] | None = None) -> _Seen:  # fmt: skip
         """``look()`` until ``ready`` accepts what it saw, ``seconds`` pass or the process starts
         closing; returns the last look. It looks again whenever one of ``channels`` is
         published, and every ``notifier.recheck`` seconds in case a notice was lost; a
         ``taker`` looks when the notifier picks it, for a message or a recheck (see
-        ``broker.notify``)."""
+        ``broker.notify``). When a message came with a notice, ``heard(notice)`` stands in for
+        the look, unless it returns None."""
         deadline = time.monotonic() + seconds
         with self.notifier.listen(channels, taker=taker) as woken:
             while True:
-                woken.clear()
-                seen = look()
+                notice = woken.take_notice()
+                seen = heard(notice) if heard is not None and notice is not None else None
+                if seen is None:
+                    seen = look()
                 remaining = deadline - time.monotonic()
                 if ready(seen) or remaining <= 0 or self.closing.is_set():
                     return seen

@@ -10,6 +10,11 @@ correctness. Watchers time their own re-reads. For takers the listener thread do
 so idle workers cost one look per queue, process and interval, not one each. When the listener
 loses Redis and subscribes again, it wakes every waiter at once.
 
+A message is a topic, or a topic, a newline and a *notice*: bytes the publisher attached for the
+watchers (``done:<task_id>`` carries the task's final hash, see ``broker.queue.notified_task``).
+A watcher finds the notice of the message that woke it in ``Wake.notice``; it is None after a
+recheck, a wake on reconnect or a message without one.
+
 Waiters come in two kinds. Every *watcher* of a topic (a client waiting for a result) is woken by
 each message. *Takers* (workers long-polling for tasks) are interchangeable: a message wakes one
 taker of the topic that is not already woken, the longest waiting first, so one queued task
@@ -34,6 +39,20 @@ from . import keys as K
 log = logging.getLogger("inferbox.broker")
 
 
+class Wake(threading.Event):
+    """The event a waiter blocks on, with the notice of the message that last set it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notice: bytes | None = None
+
+    def take_notice(self) -> bytes | None:
+        """Clear the event; the notice that set it since the last call (or None)."""
+        self.clear()
+        notice, self.notice = self.notice, None
+        return notice
+
+
 class Notifier:
     def __init__(self, client: redis.Redis, channel: str, *,
                  recheck: float = K.RECHECK_INTERVAL) -> None:  # fmt: skip
@@ -42,21 +61,21 @@ class Notifier:
         self.recheck = recheck
         self._lock = threading.Lock()
         # topic -> the events waiting on it, oldest first, each with whether it is a taker
-        self._waiters: dict[str, dict[threading.Event, bool]] = defaultdict(dict)
+        self._waiters: dict[str, dict[Wake, bool]] = defaultdict(dict)
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
     @contextmanager
-    def listen(self, topics: Iterable[str], *, taker: bool = False) -> Iterator[threading.Event]:
+    def listen(self, topics: Iterable[str], *, taker: bool = False) -> Iterator[Wake]:
         """An event set whenever one of ``topics`` is published while the block runs; for a
         ``taker``, whenever a message picks it among the takers of its topic (see above).
 
         Subscribe first, then check the state, then wait: a message that lands between the
-        check and the wait still wakes the waiter (clear the event before each check, and check
-        once more after every wake before leaving).
+        check and the wait still wakes the waiter (clear the event before each check, with
+        ``take_notice`` for a watcher, and check once more after every wake before leaving).
         """
         self._ensure_listening()
-        event = threading.Event()
+        event = Wake()
         topics = list(topics)
         with self._lock:
             for topic in topics:
@@ -91,13 +110,15 @@ class Notifier:
                 if takers and not any(event.is_set() for event in takers):
                     takers[0].set()
 
-    def _wake(self, topic: str, *, watchers: bool = True) -> None:
-        """Set the events a message on ``topic`` wakes: every watcher's (unless ``watchers`` is
-        False) and the first unwoken taker's. The caller holds the lock."""
+    def _wake(self, topic: str, notice: bytes | None = None, *, watchers: bool = True) -> None:
+        """Set the events a message on ``topic`` wakes: every watcher's, with ``notice``
+        (unless ``watchers`` is False), and the first unwoken taker's. The caller holds the
+        lock."""
         taker_woken = False
         for event, taker in self._waiters.get(topic, {}).items():
             if not taker:
                 if watchers:
+                    event.notice = notice
                     event.set()
             elif not taker_woken and not event.is_set():
                 event.set()
@@ -138,11 +159,12 @@ class Notifier:
             wait = min(1.0, next_recheck - time.monotonic())
             message = pubsub.get_message(timeout=max(0.0, wait))
             if message is not None:
-                self._dispatch(message["data"].decode())
+                self._dispatch(message["data"])
             if time.monotonic() >= next_recheck:
                 self._recheck_takers()
                 next_recheck = time.monotonic() + self.recheck
 
-    def _dispatch(self, topic: str) -> None:
+    def _dispatch(self, data: bytes) -> None:
+        topic, _, notice = data.partition(b"\n")
         with self._lock:
-            self._wake(topic)
+            self._wake(topic.decode(), notice or None)

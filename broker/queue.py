@@ -13,6 +13,7 @@ by the next take (or status read), which sends the task back to its queue or, on
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import time
@@ -82,6 +83,16 @@ class Submitted:
 def _task(fields: list[bytes]) -> Task:
     """A task from a script's ``HGETALL`` answer (a flat field, value list)."""
     return Task.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
+
+
+def notified_task(notice: bytes) -> Task | None:
+    """The final task a ``done:<task_id>`` notice carries (``finish`` in ``common.lua``
+    publishes its hash as a JSON list of fields and values); None for anything else."""
+    try:
+        fields = json.loads(notice)
+        return Task.from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
 
 
 def _task_fields(new: NewTask, now: float) -> list[str]:

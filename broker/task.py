@@ -69,7 +69,11 @@ class Task:
 
     @classmethod
     def from_redis(cls, raw: dict[bytes, bytes]) -> Task:
-        f = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls.from_fields({k.decode(): v.decode() for k, v in raw.items()})
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> Task:
+        """A task from its hash's fields, decoded."""
         get = f.get
         return cls(
             id=f["id"], queue=f["queue"], owner=get("owner", ""), status=f["status"],

@@ -89,12 +89,13 @@ local function finish(tk, id, status, error_text)
   if status == 'failed' or status == 'canceled' then
     redis.call('SADD', prefix .. ':unrecorded', id)
   end
-  redis.call('PUBLISH', events, 'done:' .. id)
   local t = redis.call('HMGET', tk, 'queue', 'created_at')
   count(t[1], status)
   if status == 'succeeded' then observe(t[1], 'end_to_end', now - tonumber(t[2])) end
   if status == 'succeeded' or status == 'failed' then count_finished(t[1]) end
   webhook_event(tk, id, status == 'succeeded' and 'completed' or 'failed', EVENT_OF[status], nil)
+  -- The notice carries the final hash, so a waiting client answers without reading it again.
+  redis.call('PUBLISH', events, 'done:' .. id .. '\n' .. cjson.encode(redis.call('HGETALL', tk)))
 end
 
 local function requeue(tk, id, queue, error_text)

@@ -177,6 +177,32 @@ def test_getresult_long_poll_answers_when_the_task_finishes(http):
     assert time.monotonic() - started < 10  # woken by the notification, not by the wait running out
 
 
+def test_a_woken_getresult_answers_from_the_done_notice_without_reading_the_task(app, http):
+    mailbox = app.extensions["inferbox"].mailbox
+    mailbox.notifier.recheck = 60  # only the notice wakes the wait
+    task_id = submit(http)
+    lease_id = take(http).headers["X-Inferbox-Lease-Id"]
+    waiting = threading.get_ident()
+    reads = []
+    read = mailbox.queue.get
+
+    def counted(read_id):
+        if threading.get_ident() == waiting:
+            reads.append(read_id)
+        return read(read_id)
+
+    mailbox.queue.get = counted
+
+    def finish():
+        time.sleep(0.3)
+        put(http, task_id, lease_id, b"done")
+
+    threading.Thread(target=finish).start()
+    response = http.get(f"/getresult/{task_id}?wait=30", headers=CLIENT)
+    assert response.status_code == 200 and response.data == b"done"
+    assert reads == [task_id]  # the look before waiting; the answer came with the notice
+
+
 def test_progress_and_cancel_reach_the_worker(http):
     task_id = submit(http)
     lease_id = take(http).headers["X-Inferbox-Lease-Id"]

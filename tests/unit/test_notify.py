@@ -106,3 +106,14 @@ def test_a_recheck_wakes_one_taker_per_topic_and_no_watcher():
             assert settle([*on_q, on_r, watcher], 2) == [True, False, False, True, False]
     finally:
         notifier.close()
+
+
+def test_a_watcher_gets_the_notice_of_the_message_that_woke_it_once(notifier):
+    with notifier.listen(["done:t1"]) as watcher, notifier.listen(["done:t2"]) as other:
+        notifier.publish("done:t1\n[\"id\", \"t1\"]")
+        assert settle([watcher, other], 1) == [True, False]
+        assert watcher.take_notice() == b'["id", "t1"]'
+        assert not watcher.is_set() and watcher.take_notice() is None
+        notifier.publish("done:t1")  # a message without a notice
+        assert settle([watcher], 1) == [True]
+        assert watcher.take_notice() is None

@@ -8,7 +8,7 @@ import pytest
 
 from broker import keys as K
 from broker.errors import LeaseLost, TaskFinished, TaskNotFound
-from broker.queue import NewTask, TaskQueue
+from broker.queue import NewTask, TaskQueue, notified_task
 
 
 @pytest.fixture
@@ -291,6 +291,40 @@ def test_release_wakes_waiting_takers(queue, any_redis):
             break
     pubsub.close()
     assert message is not None and message["data"] == b"queued:q"
+
+
+def _next_message(pubsub) -> bytes | None:
+    for _ in range(50):
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            return message["data"]
+    return None
+
+
+@pytest.mark.parametrize("end", ["complete", "fail", "cancel"])
+def test_every_final_state_is_published_with_the_final_task(queue, any_redis, end):
+    task_id = submit(queue)
+    lease = take_one(queue)
+    pubsub = any_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(queue.keys.events)
+    if end == "complete":
+        queue.complete(task_id, lease.lease_id, result_key="outbox/r", content_type="text/plain",
+                       size=3, model_version="m1")  # fmt: skip
+    elif end == "fail":
+        queue.fail(task_id, lease.lease_id, "boom \u2603 \"quoted\"\n/", retryable=False)
+    else:
+        queue.cancel(task_id)
+    data = _next_message(pubsub)
+    pubsub.close()
+    assert data is not None
+    topic, _, notice = data.partition(b"\n")
+    assert topic == f"done:{task_id}".encode()
+    assert notified_task(notice) == queue.get(task_id)  # every field, as a read gives it
+
+
+def test_a_notice_that_is_not_a_task_hash_reads_as_none():
+    for notice in (b"", b"not json", b"{}", b'["id"]', b'["queue", "q"]', b"[1, 2]"):
+        assert notified_task(notice) is None
 
 
 def test_complete_many_records_each_result_on_its_own(queue, clock):
