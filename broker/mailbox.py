@@ -30,9 +30,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from storage import Blob, BlobNotFound, BlobStore, InvalidKey, InvalidMetadata, StorageError
 
@@ -45,7 +45,7 @@ from .errors import (
     TaskNotFound,
     Unavailable,
 )
-from .notify import Notifier
+from .notify import Notifier, Wake
 from .queue import Completion, NewTask, Submitted, TaskQueue, notified_task
 from .reindex import RECORDED, state_record
 from .task import Lease, Task, iso, new_task_id
@@ -306,16 +306,37 @@ class Mailbox:
     def wait(self, task_id: str, owner: str | None, seconds: float) -> Task:
         """The task once final, or as it stands after ``seconds``. Woken by the task's done
         notice, it answers with the final task the notice carries, without reading it again."""
+        with self.notifier.listen([f"done:{task_id}"]) as woken:
+            return self._await_end(woken, task_id, owner, seconds)
 
+    def predict(
+        self, payload: Callable[[], AbstractContextManager[tuple[IO[bytes], str]]],
+        seconds: float, *, reader: str | None, **options: Any,
+    ) -> tuple[Task, bool]:  # fmt: skip
+        """``submit`` the payload that ``payload()`` opens (body, content type), then ``wait`` up
+        to ``seconds`` for the task's end as ``reader``: the synchronous submit. It listens for
+        the new task's end before the task exists, so the submit's own answer is its first
+        look (a ``submit`` then a ``wait`` reads the task once more); the payload is closed
+        before the wait. ``options`` are ``submit``'s."""
+        task_id = new_task_id()
+        with self.notifier.listen([f"done:{task_id}"]) as woken:
+            with payload() as (body, content_type):
+                task, created = self.submit(body, content_type=content_type, task_id=task_id,
+                                            **options)  # fmt: skip
+            if created:
+                return self._await_end(woken, task_id, reader, seconds, seen=task), True
+        return self.wait(task.id, reader, seconds), False  # a replay names an earlier task
+
+    def _await_end(self, woken: Wake, task_id: str, owner: str | None, seconds: float,
+                   seen: Task | None = None) -> Task:  # fmt: skip
         def heard(notice: bytes) -> Task | None:
             task = notified_task(notice)
             if task is not None and owner is not None and task.owner != owner:
                 raise TaskNotFound(f"no task {task_id}")
             return task
 
-        return self._long_poll([f"done:{task_id}"], seconds,
-                               look=lambda: self.task(task_id, owner),
-                               ready=lambda task: task.is_final, heard=heard)  # fmt: skip
+        return self._poll(woken, seconds, look=lambda: self.task(task_id, owner),
+                          ready=lambda task: task.is_final, heard=heard, seen=seen)  # fmt: skip
 
     def wait_any(self, task_ids: Sequence[str], owner: str | None, seconds: float
                  ) -> list[Task | None]:  # fmt: skip
@@ -332,25 +353,34 @@ class Mailbox:
                                                        for task in tasks))  # fmt: skip
 
     def _long_poll(self, channels: Sequence[str], seconds: float, *, look: Callable[[], _Seen],
-                   ready: Callable[[_Seen], bool], taker: bool = False,
-                   heard: Callable[[bytes], _Seen | None] | None = None) -> _Seen:  # fmt: skip
-        """``look()`` until ``ready`` accepts what it saw, ``seconds`` pass or the process starts
-        closing; returns the last look. It looks again whenever one of ``channels`` is
-        published, and every ``notifier.recheck`` seconds in case a notice was lost; a
-        ``taker`` looks when the notifier picks it, for a message or a recheck (see
-        ``broker.notify``). When a message came with a notice, ``heard(notice)`` stands in for
-        the look, unless it returns None."""
-        deadline = time.monotonic() + seconds
+                   ready: Callable[[_Seen], bool], taker: bool = False) -> _Seen:  # fmt: skip
+        """``_poll`` while listening on ``channels`` (as a ``taker`` or a watcher)."""
         with self.notifier.listen(channels, taker=taker) as woken:
-            while True:
+            return self._poll(woken, seconds, look=look, ready=ready, taker=taker)
+
+    def _poll(self, woken: Wake, seconds: float, *, look: Callable[[], _Seen],
+              ready: Callable[[_Seen], bool], taker: bool = False,
+              heard: Callable[[bytes], _Seen | None] | None = None,
+              seen: _Seen | None = None) -> _Seen:  # fmt: skip
+        """``look()`` until ``ready`` accepts what it saw, ``seconds`` pass or the process starts
+        closing; returns the last look. It looks again whenever ``woken`` is set (a message on
+        a channel it listens to), and every ``notifier.recheck`` seconds in case a notice was
+        lost; a ``taker`` looks when the notifier picks it, for a message or a recheck (see
+        ``broker.notify``). When a message came with a notice, ``heard(notice)`` stands in for
+        the look, unless it returns None; ``seen`` stands in for the first look (what the
+        caller saw after it began listening)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if seen is None:
                 notice = woken.take_notice()
                 seen = heard(notice) if heard is not None and notice is not None else None
-                if seen is None:
-                    seen = look()
-                remaining = deadline - time.monotonic()
-                if ready(seen) or remaining <= 0 or self.closing.is_set():
-                    return seen
-                woken.wait(remaining if taker else min(self.notifier.recheck, remaining))
+            if seen is None:
+                seen = look()
+            remaining = deadline - time.monotonic()
+            if ready(seen) or remaining <= 0 or self.closing.is_set():
+                return seen
+            woken.wait(remaining if taker else min(self.notifier.recheck, remaining))
+            seen = None
 
     def open_result(self, task: Task) -> Blob:
         with _storage_errors("read the result"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache, partial
-from typing import IO, NamedTuple, cast
+from typing import IO, Any, NamedTuple, cast
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
@@ -44,16 +44,18 @@ def predict() -> Response:
     idempotency_key = options.text("Idempotency-Key", request.headers.get("Idempotency-Key"))
     wait = options.wait_seconds(request.args.get("wait"), settings.max_wait)
     webhook_url, webhook_events = _webhook()
-    with _payload(principal) as (body, content_type):
-        task, created = mailbox().submit(
-            body, content_type=content_type, queue=queue, owner=principal.owner,
-            priority=priority, max_attempts=max_attempts, ttl=ttl,
-            idempotency_key=idempotency_key or None, webhook_url=webhook_url,
-            webhook_events=webhook_events,
-        )  # fmt: skip
+    submit: dict[str, Any] = dict(
+        queue=queue, owner=principal.owner, priority=priority, max_attempts=max_attempts, ttl=ttl,
+        idempotency_key=idempotency_key or None, webhook_url=webhook_url,
+        webhook_events=webhook_events,
+    )  # fmt: skip
     if wait > 0:  # the synchronous form: answer as /getresult would once the wait is over
-        response = _outcome_response(mailbox().wait(task.id, owner_filter(principal), wait))
+        task, created = mailbox().predict(partial(_payload, principal), wait,
+                                          reader=owner_filter(principal), **submit)
+        response = _outcome_response(task)
     else:
+        with _payload(principal) as (body, content_type):
+            task, created = mailbox().submit(body, content_type=content_type, **submit)
         response = jsonify(task.to_doc())
         response.status_code = 202
     response.headers["Location"] = url_for("tasks.status", task_id=task.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -131,3 +132,47 @@ def test_a_replayed_submit_waits_on_the_original_task(app):
     assert first.status_code == again.status_code == 200
     assert again.data == b"first" and again.headers["Idempotent-Replayed"] == "true"
     assert again.headers["X-Inferbox-Task-Id"] == first.headers["X-Inferbox-Task-Id"]
+
+
+def _count_reads(app) -> list[str]:
+    """The task ids ``queue.get`` reads from here on, in the calling thread."""
+    queue = app.extensions["inferbox"].mailbox.queue
+    caller, reads, read = threading.get_ident(), [], queue.get
+
+    def counted(task_id):
+        if threading.get_ident() == caller:
+            reads.append(task_id)
+        return read(task_id)
+
+    queue.get = counted
+    return reads
+
+
+def test_the_answer_costs_no_read_of_the_task(app):
+    app.extensions["inferbox"].mailbox.notifier.recheck = 60  # only the done notice wakes it
+    serve_one(app, body=b"quick", delay=0.2)
+    reads = _count_reads(app)
+    response = app.test_client().post("/predict?wait=30", data=b"x", headers=CLIENT)
+    assert response.status_code == 200 and response.data == b"quick"
+    # the submit's own answer was the first look, the done notice the last
+    assert reads == []
+
+
+def test_a_task_that_ends_during_its_submit_is_answered_by_its_notice(app):
+    """The wait listens before the task exists: a worker quicker than the submit's return
+    still wakes it (else it would sleep until the wait runs out)."""
+    mailbox = app.extensions["inferbox"].mailbox
+    mailbox.notifier.recheck = 60
+    submit = mailbox.submit
+
+    def submit_then_finish(*args, **kwargs):
+        task, created = submit(*args, **kwargs)
+        (lease,) = mailbox.queue.take(["default"], max_tasks=1, lease_seconds=10, worker_id="w")
+        mailbox.complete(task.id, lease.lease_id, io.BytesIO(b"early"), content_type="text/plain")
+        return task, created
+
+    mailbox.submit = submit_then_finish
+    started = time.monotonic()
+    response = app.test_client().post("/predict?wait=30", data=b"x", headers=CLIENT)
+    assert response.status_code == 200 and response.data == b"early"
+    assert time.monotonic() - started < 2  # the notice woke it, not the end of the wait (3 s)
