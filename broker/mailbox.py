@@ -329,6 +329,8 @@ class Mailbox:
 
     def _await_end(self, woken: Wake, task_id: str, owner: str | None, seconds: float,
                    seen: Task | None = None) -> Task:  # fmt: skip
+        """``_poll`` for the end of one task, its done notice standing in for a look."""
+
         def heard(notice: bytes) -> Task | None:
             task = notified_task(notice)
             if task is not None and owner is not None and task.owner != owner:
@@ -373,9 +375,10 @@ class Mailbox:
         while True:
             if seen is None:
                 notice = woken.take_notice()
-                seen = heard(notice) if heard is not None and notice is not None else None
-            if seen is None:
-                seen = look()
+                if heard is not None and notice is not None:
+                    seen = heard(notice)
+                if seen is None:
+                    seen = look()
             remaining = deadline - time.monotonic()
             if ready(seen) or remaining <= 0 or self.closing.is_set():
                 return seen
