@@ -7,7 +7,9 @@ Directories are created as needed and removed again when a delete leaves them em
 Guarantees:
 
 - ``put`` is atomic and durable. It writes a temp file in the target's directory, fsyncs it,
-  renames it over the target with ``os.replace``, then fsyncs the directory. Readers in any
+  renames it over the target with ``os.replace``, then fsyncs the directory, and the parent of
+  each directory the put created (so a new ``outbox/<task_id>/`` survives a crash too, as POSIX
+  asks and ext4's journal alone would not promise elsewhere). Readers in any
   thread or process see the old blob or the new one. Concurrent writers: the last rename wins.
   A failed put removes its temp file. Temp files are named ``.inferbox-tmp-*`` and ``list``
   never shows them.
@@ -91,6 +93,7 @@ class FileStore(BlobStore):
 
     def _write_atomically(self, path: str, key: str, header: bytes, source: Source) -> None:
         parent = os.path.dirname(path)
+        new_directory = not os.path.isdir(parent)
         temp_path, temp = self._create_temp(parent, key)
         try:
             with temp:
@@ -105,6 +108,15 @@ class FileStore(BlobStore):
             self._prune(parent)
             raise
         _fsync_directory(parent)
+        if new_directory:  # its entry, and those of any ancestors created with it
+            self._fsync_ancestors(parent)
+
+    def _fsync_ancestors(self, directory: str) -> None:
+        """fsync every directory above ``directory`` up to the root (ancestors that already
+        existed have nothing left to flush: the call costs them little)."""
+        while len(directory) > len(self.root):
+            directory = os.path.dirname(directory)
+            _fsync_directory(directory)
 
     def _create_temp(self, parent: str, key: str) -> tuple[str, BinaryIO]:
         for attempt in range(_CREATE_ATTEMPTS):

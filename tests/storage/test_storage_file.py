@@ -100,6 +100,22 @@ def test_failed_write_to_a_new_directory_leaves_no_directories(
     assert list(_root(file_store).iterdir()) == []
 
 
+def test_a_put_makes_the_directories_it_created_durable_too(
+    file_store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new directory's own entry lives in its parent: that parent is fsynced as well."""
+    import storage.file
+
+    synced: list[str] = []
+    monkeypatch.setattr(storage.file, "_fsync_directory", synced.append)
+    root = str(_root(file_store))
+    file_store.put("outbox/t1/lease-1", b"first")
+    assert synced == [f"{root}/outbox/t1", f"{root}/outbox", root]
+    synced.clear()
+    file_store.put("outbox/t1/lease-2", b"second")  # its directory was there already
+    assert synced == [f"{root}/outbox/t1"]
+
+
 def test_temp_files_from_a_crashed_writer_are_not_listed(file_store: BlobStore) -> None:
     file_store.put("dir/real", b"x")
     (_root(file_store) / "dir" / f"{TEMP_PREFIX}0123456789abcdef").write_bytes(b"half a blob")
