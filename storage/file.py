@@ -7,9 +7,10 @@ Directories are created as needed and removed again when a delete leaves them em
 Guarantees:
 
 - ``put`` is atomic and durable. It writes a temp file in the target's directory, fsyncs it,
-  renames it over the target with ``os.replace``, then fsyncs the directory, and the parent of
-  each directory the put created (so a new ``outbox/<task_id>/`` survives a crash too, as POSIX
-  asks and ext4's journal alone would not promise elsewhere). Readers in any
+  renames it over the target with ``os.replace``, then fsyncs the directory and, when the put
+  created that directory, every directory above it up to the root (so a new
+  ``outbox/<task_id>/`` survives a crash too: POSIX keeps a directory's entry in its parent, and
+  only ext4's journal happens to cover it without that fsync). Readers in any
   thread or process see the old blob or the new one. Concurrent writers: the last rename wins.
   A failed put removes its temp file. Temp files are named ``.inferbox-tmp-*`` and ``list``
   never shows them.
