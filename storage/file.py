@@ -94,8 +94,7 @@ class FileStore(BlobStore):
 
     def _write_atomically(self, path: str, key: str, header: bytes, source: Source) -> None:
         parent = os.path.dirname(path)
-        new_directory = not os.path.isdir(parent)
-        temp_path, temp = self._create_temp(parent, key)
+        temp_path, temp, created = self._create_temp(parent, key)
         try:
             with temp:
                 temp.write(header)
@@ -109,7 +108,7 @@ class FileStore(BlobStore):
             self._prune(parent)
             raise
         _fsync_directory(parent)
-        if new_directory:  # its entry, and those of any ancestors created with it
+        if created:  # its entry, and those of any ancestors created with it
             self._fsync_ancestors(parent)
 
     def _fsync_ancestors(self, directory: str) -> None:
@@ -119,12 +118,18 @@ class FileStore(BlobStore):
             directory = os.path.dirname(directory)
             _fsync_directory(directory)
 
-    def _create_temp(self, parent: str, key: str) -> tuple[str, BinaryIO]:
+    def _create_temp(self, parent: str, key: str) -> tuple[str, BinaryIO, bool]:
+        """A new temp file in ``parent`` (its path and the open file), and whether ``parent``
+        had to be created for it."""
+        created = False
         for attempt in range(_CREATE_ATTEMPTS):
             try:
-                self._make_directories(parent, key)
+                if not os.path.isdir(parent):  # the usual case costs one stat, no mkdir
+                    self._make_directories(parent, key)
+                    created = True
                 temp_path = os.path.join(parent, TEMP_PREFIX + secrets.token_hex(8))
-                return temp_path, os.fdopen(os.open(temp_path, _TEMP_FLAGS, 0o666), "wb")
+                temp = os.fdopen(os.open(temp_path, _TEMP_FLAGS, 0o666), "wb")
+                return temp_path, temp, created
             except FileNotFoundError:
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
