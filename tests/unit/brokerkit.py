@@ -4,6 +4,7 @@ small helpers that speak the HTTP API through Flask's test client."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -74,3 +75,16 @@ def status(http: FlaskClient, task_id: str, headers: dict | None = None) -> dict
     response = http.get(f"/tasks/{task_id}", headers=headers or CLIENT)
     assert response.status_code == 200, (response.status_code, response.json)
     return dict(response.json)
+
+
+def count_reads(queue: TaskQueue) -> list[str]:
+    """The task ids ``queue.get`` reads from here on, in the calling thread only."""
+    caller, reads, read = threading.get_ident(), [], queue.get
+
+    def counted(task_id: str) -> Any:
+        if threading.get_ident() == caller:
+            reads.append(task_id)
+        return read(task_id)
+
+    queue.get = counted  # type: ignore[method-assign]
+    return reads

@@ -13,6 +13,7 @@ import pytest
 
 from broker import Settings, create_app
 from broker.queue import TaskQueue
+from tests.unit.brokerkit import count_reads
 
 CLIENT = {"Authorization": "Bearer alice-token"}
 OTHER_CLIENT = {"Authorization": "Bearer bob-token"}
@@ -182,16 +183,7 @@ def test_a_woken_getresult_answers_from_the_done_notice_without_reading_the_task
     mailbox.notifier.recheck = 60  # only the notice wakes the wait
     task_id = submit(http)
     lease_id = take(http).headers["X-Inferbox-Lease-Id"]
-    waiting = threading.get_ident()
-    reads = []
-    read = mailbox.queue.get
-
-    def counted(read_id):
-        if threading.get_ident() == waiting:
-            reads.append(read_id)
-        return read(read_id)
-
-    mailbox.queue.get = counted
+    reads = count_reads(mailbox.queue)  # by this thread: the waiting request
 
     def finish():
         time.sleep(0.3)

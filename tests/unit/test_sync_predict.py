@@ -12,6 +12,7 @@ import pytest
 
 from broker import Settings, create_app
 from broker.queue import TaskQueue
+from tests.unit.brokerkit import count_reads
 
 CLIENT = {"Authorization": "Bearer alice-token"}
 OTHER_CLIENT = {"Authorization": "Bearer bob-token"}
@@ -134,24 +135,10 @@ def test_a_replayed_submit_waits_on_the_original_task(app):
     assert again.headers["X-Inferbox-Task-Id"] == first.headers["X-Inferbox-Task-Id"]
 
 
-def _count_reads(app) -> list[str]:
-    """The task ids ``queue.get`` reads from here on, in the calling thread."""
-    queue = app.extensions["inferbox"].mailbox.queue
-    caller, reads, read = threading.get_ident(), [], queue.get
-
-    def counted(task_id):
-        if threading.get_ident() == caller:
-            reads.append(task_id)
-        return read(task_id)
-
-    queue.get = counted
-    return reads
-
-
 def test_the_answer_costs_no_read_of_the_task(app):
     app.extensions["inferbox"].mailbox.notifier.recheck = 60  # only the done notice wakes it
     serve_one(app, body=b"quick", delay=0.2)
-    reads = _count_reads(app)
+    reads = count_reads(app.extensions["inferbox"].mailbox.queue)
     response = app.test_client().post("/predict?wait=30", data=b"x", headers=CLIENT)
     assert response.status_code == 200 and response.data == b"quick"
     # the submit's own answer was the first look, the done notice the last
