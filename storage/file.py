@@ -8,9 +8,9 @@ Guarantees:
 
 - ``put`` is atomic and durable. It writes a temp file in the target's directory, fsyncs it,
   renames it over the target with ``os.replace``, then fsyncs the directory and, when the put
-  created that directory, every directory above it up to the root (so a new
-  ``outbox/<task_id>/`` survives a crash too: POSIX keeps a directory's entry in its parent, and
-  only ext4's journal happens to cover it without that fsync). Readers in any
+  created that directory, the directories above it up to the first one that was already there
+  (so a new ``outbox/<task_id>/`` survives a crash too: POSIX keeps a directory's entry in its
+  parent, and only ext4's journal happens to cover it without that fsync). Readers in any
   thread or process see the old blob or the new one. Concurrent writers: the last rename wins.
   A failed put removes its temp file. Temp files are named ``.inferbox-tmp-*`` and ``list``
   never shows them.
@@ -94,7 +94,7 @@ class FileStore(BlobStore):
 
     def _write_atomically(self, path: str, key: str, header: bytes, source: Source) -> None:
         parent = os.path.dirname(path)
-        temp_path, temp, created = self._create_temp(parent, key)
+        temp_path, temp, existing = self._create_temp(parent, key)
         try:
             with temp:
                 temp.write(header)
@@ -108,28 +108,23 @@ class FileStore(BlobStore):
             self._prune(parent)
             raise
         _fsync_directory(parent)
-        if created:  # its entry, and those of any ancestors created with it
-            self._fsync_ancestors(parent)
-
-    def _fsync_ancestors(self, directory: str) -> None:
-        """fsync every directory above ``directory`` up to the root (ancestors that already
-        existed have nothing left to flush: the call costs them little)."""
-        while len(directory) > len(self.root):
+        directory = parent
+        while directory != existing:  # the entries of the directories this put created
             directory = os.path.dirname(directory)
             _fsync_directory(directory)
 
-    def _create_temp(self, parent: str, key: str) -> tuple[str, BinaryIO, bool]:
-        """A new temp file in ``parent`` (its path and the open file), and whether ``parent``
-        had to be created for it."""
-        created = False
+    def _create_temp(self, parent: str, key: str) -> tuple[str, BinaryIO, str]:
+        """A new temp file in ``parent`` (its path and the open file), and the deepest
+        directory on the way to ``parent`` that was there before: ``parent`` itself unless the
+        put had to create it."""
         for attempt in range(_CREATE_ATTEMPTS):
             try:
+                existing = parent
                 if not os.path.isdir(parent):  # the usual case costs one stat, no mkdir
-                    self._make_directories(parent, key)
-                    created = True
+                    existing = self._make_directories(parent, key)
                 temp_path = os.path.join(parent, TEMP_PREFIX + secrets.token_hex(8))
                 temp = os.fdopen(os.open(temp_path, _TEMP_FLAGS, 0o666), "wb")
-                return temp_path, temp, created
+                return temp_path, temp, existing
             except FileNotFoundError:
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
@@ -225,16 +220,26 @@ class FileStore(BlobStore):
             raise InvalidKey(key, "':' is not allowed in file names on Windows")
         return os.path.join(self.root, *segments)
 
-    def _make_directories(self, directory: str, key: str) -> None:
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:
-            if not os.path.isdir(self.root):
-                raise  # the store itself is gone: StorageUnavailable, not the key's fault
-            if self._blocked_by_file(directory):
-                raise _conflict(key) from exc
-            # Another process pruned a directory between makedirs' mkdir and its isdir check.
-            raise FileNotFoundError(errno.ENOENT, "a directory vanished; try again") from exc
+    def _make_directories(self, directory: str, key: str) -> str:
+        """Create ``directory`` and the missing directories above it, top down; the deepest
+        one that was there already. A directory pruned meanwhile by another writer's delete
+        makes ``mkdir`` raise ``FileNotFoundError``: the caller tries again."""
+        missing = []
+        while not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path)
+            except (FileExistsError, NotADirectoryError) as exc:
+                if os.path.isdir(path):
+                    continue  # another writer made it first
+                if not os.path.isdir(self.root):
+                    raise  # the store itself is gone: StorageUnavailable, not the key's fault
+                if self._blocked_by_file(path):
+                    raise _conflict(key) from exc
+                raise FileNotFoundError(errno.ENOENT, "a directory vanished; try again") from exc
+        return directory
 
     def _blocked_by_file(self, directory: str) -> bool:
         """Whether a blob (a regular file) stands where ``directory`` or an ancestor should be."""

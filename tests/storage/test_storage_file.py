@@ -103,16 +103,20 @@ def test_failed_write_to_a_new_directory_leaves_no_directories(
 def test_a_put_makes_the_directories_it_created_durable_too(
     file_store: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The new directory's own entry lives in its parent: that parent is fsynced as well."""
+    """A new directory's own entry lives in its parent: each parent up to the first directory
+    that was there already is fsynced as well, and no further."""
     import storage.file
 
     synced: list[str] = []
     monkeypatch.setattr(storage.file, "_fsync_directory", synced.append)
     root = str(_root(file_store))
-    file_store.put("outbox/t1/lease-1", b"first")
+    file_store.put("outbox/t1/lease-1", b"first")  # creates outbox/ and outbox/t1/
     assert synced == [f"{root}/outbox/t1", f"{root}/outbox", root]
     synced.clear()
-    file_store.put("outbox/t1/lease-2", b"second")  # its directory was there already
+    file_store.put("outbox/t2/lease-1", b"second")  # creates outbox/t2/ only
+    assert synced == [f"{root}/outbox/t2", f"{root}/outbox"]
+    synced.clear()
+    file_store.put("outbox/t1/lease-2", b"third")  # its directory was there already
     assert synced == [f"{root}/outbox/t1"]
 
 
@@ -148,6 +152,8 @@ def test_a_key_cannot_be_both_a_blob_and_a_prefix(file_store: BlobStore) -> None
     file_store.put("c", b"blob")
     with pytest.raises(InvalidKey):
         file_store.put("c/d", b"would need c to be a directory")
+    with pytest.raises(InvalidKey):
+        file_store.put("c/d/e", b"would need c and c/d to be directories")
     assert file_store.read_bytes("a/b") == b"nested"
     assert file_store.read_bytes("c") == b"blob"
     with pytest.raises(BlobNotFound):
