@@ -18,6 +18,9 @@ CLIENT_THREADS = 16  # client threads of every throughput run
 # workers taking and posting BATCH_SIZE tasks a request.
 MAP_IN_FLIGHT = 256
 BATCH_SIZE = 32
+# Batches each inferbox worker may hold taken ahead of its model (`--prefetch`; its default is
+# 1): 4, as Celery's default prefetch multiplier lets each of its worker processes hold 4.
+PREFETCH = 4
 BROKER_PROCESSES = 2  # gunicorn processes of the inferbox broker in sections 1-2
 BROKER_THREADS = 64  # gunicorn threads per broker process (the production default)
 LONG_POLL_THREADS = 1100  # section 6: one broker process must hold 1,000 waiters and spare

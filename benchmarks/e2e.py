@@ -27,6 +27,7 @@ from benchmarks.config import (
     BROKER_THREADS,
     CLIENT_THREADS,
     MAP_IN_FLIGHT,
+    PREFETCH,
     REDIS_DB,
     WORKER_PROCESSES,
     Sizes,
@@ -291,9 +292,12 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
         f"inferbox runs `inferbox-broker serve` (gunicorn gthread, {BROKER_PROCESSES} processes "
         f"x {BROKER_THREADS} threads, file:// storage in a temporary directory) with "
         f"{WORKER_PROCESSES} `inferbox-worker` processes "
-        "(`benchmarks.handlers:noop`); the batched row uses `Client.map` (one client thread: "
-        f"`POST /predictbatch` and `POST /getresults`, {MAP_IN_FLIGHT} tasks in flight; its "
-        f"default is 64) and workers with `--batch-size {BATCH_SIZE}`.",
+        f"(`benchmarks.handlers:noop`, `--prefetch {PREFETCH}`: each holds up to {PREFETCH} "
+        "batches taken ahead of its model, as Celery's default prefetch multiplier lets each "
+        "of its processes hold 4 tasks; the worker's default is 1); the batched row uses "
+        f"`Client.map` (one client thread: `POST /predictbatch` and `POST /getresults`, "
+        f"{MAP_IN_FLIGHT} tasks in flight; its default is 64) and workers with "
+        f"`--batch-size {BATCH_SIZE}`.",
         f"`{FLOOR}`: no broker, no Redis, no storage; each task is 4 `POST` round trips "
         "(small JSON) to the trivial app of the latency floor (the broker's gunicorn "
         "settings) over a keep-alive `requests.Session` per client thread, as the SDK's. It "

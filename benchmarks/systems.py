@@ -27,6 +27,7 @@ from benchmarks.config import (
     CLIENT_THREADS,
     MAP_IN_FLIGHT,
     PAYLOAD_TIMEOUT,
+    PREFETCH,
     REDIS_URL,
     WORKER_PROCESSES,
 )
@@ -177,7 +178,8 @@ def http_floor(hops: int = 4) -> Iterator[list[Driver]]:
 def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]:
     """inferbox in its production form: ``inferbox-broker serve`` (gunicorn gthread,
     ``BROKER_PROCESSES`` x ``BROKER_THREADS``) on the benchmark Redis and ``file://`` storage,
-    with ``WORKER_PROCESSES`` ``inferbox-worker`` processes of ``batch_size``. ``durable=False``
+    with ``WORKER_PROCESSES`` ``inferbox-worker`` processes of ``batch_size`` and ``PREFETCH``
+    batches ahead. ``durable=False``
     puts the ``file://`` store on a RAM file system (``/dev/shm``: the same code, no disk
     write waits, fsync costs nothing): a latency-only variant that shows the HTTP path alone.
     (``memory://`` would not do: each of the broker's processes would hold its own store.)"""
@@ -191,7 +193,8 @@ def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]
                                         workers=BROKER_PROCESSES, threads=BROKER_THREADS,
                                         **_profiled(batch_size, durable))  # fmt: skip
             procs.start_workers(group, url, "bench", "benchmarks.handlers:noop",
-                                WORKER_PROCESSES, "--batch-size", str(batch_size))
+                                WORKER_PROCESSES, "--batch-size", str(batch_size),
+                                "--prefetch", str(PREFETCH))  # fmt: skip
             with Client(url, timeout=PAYLOAD_TIMEOUT) as client:
                 drivers = _inferbox_drivers(client, batch_size, group.pids)
                 if not durable:

@@ -27,7 +27,7 @@ from typing import Any
 
 from client_sdk.errors import InferboxError
 from worker.errors import HandlerLoadError
-from worker.worker import Handler, Worker
+from worker.worker import MAX_PREFETCH, Handler, Worker
 
 __all__ = ["build_parser", "load_handler", "load_model_handler", "main", "parse_args"]
 
@@ -51,6 +51,7 @@ ENVIRONMENT = {
     "postprocess": "INFERBOX_POSTPROCESS",
     "result_type": "INFERBOX_RESULT_TYPE",
     "pipeline": "INFERBOX_PIPELINE",
+    "prefetch": "INFERBOX_PREFETCH",
     "progress": "INFERBOX_PROGRESS",
 }
 _REQUIRED = ("broker",)
@@ -87,6 +88,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "or application/x-npy [INFERBOX_RESULT_TYPE]")
     add("--pipeline", type=_on_off, help="fetch and post while the model works: on/off "
         "[INFERBOX_PIPELINE] (default: on)")
+    add("--prefetch", type=int, help="batches held taken ahead of the model, 1-16; several "
+        "come in one take when queued [INFERBOX_PREFETCH] (default: 1)")
     add("--progress", type=_on_off, help="live progress line: on/off [INFERBOX_PROGRESS] "
         "(default: on a terminal)")
     add(
@@ -96,7 +99,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="[INFERBOX_LOG_LEVEL] (default: INFO)",
     )
     fallback = {"queue": "default", "lease": "60", "wait": "20", "log_level": "INFO",
-                "batch_size": "1", "pipeline": "on"}  # fmt: skip
+                "batch_size": "1", "pipeline": "on", "prefetch": "1"}  # fmt: skip
     # argparse runs `type` on string defaults, so values from the environment are checked
     # exactly like values from the command line.
     parser.set_defaults(
@@ -121,6 +124,8 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argpar
         parser.error("--preprocess and --postprocess go with --keras")
     if not 1 <= args.batch_size <= 100:
         parser.error("--batch-size must be 1-100")
+    if not 1 <= args.prefetch <= MAX_PREFETCH:
+        parser.error(f"--prefetch must be 1-{MAX_PREFETCH}")
     return args
 
 
@@ -228,6 +233,7 @@ def _make_worker(args: argparse.Namespace) -> Worker:
         model_version=args.model_version,
         batch_size=args.batch_size,
         pipeline=args.pipeline,
+        prefetch=args.prefetch,
     )
 
 

@@ -2,14 +2,18 @@
 
 ::
 
-    fetcher thread ──ready (1 ahead)──► calling thread: the model ──done (≤ 2)──► poster
-       take k+1                              batch k                         post k-1
+    fetcher thread ──ready (P ahead)──► calling thread: the model ──done (≤ P+1)──► poster
+       take k+1..k+P                         batch k                         post k-1
 
 The calling thread runs the handler (so a notebook interrupt or Ctrl-C lands in the model code,
-and GPU libraries that want the main thread have it). The fetcher takes the next batch while
-the model works, holding at most one batch ahead (a ``slots`` semaphore), and the poster
-uploads finished batches, at most two behind (the ``done`` queue's bound). One more thread,
-the ``LeaseKeeper``, heartbeats every task in hand. With ``pipeline=False`` the calling thread
+and GPU libraries that want the main thread have it). The fetcher takes the next batches while
+the model works, holding at most ``prefetch`` (P, default 1) batches ahead (a ``slots``
+semaphore); when several slots are free, one take asks for all of them and its answer is cut
+into batches. The poster uploads finished batches, at most P+1 behind (the ``done`` queue's
+bound), and posts up to P of them that are already waiting in one request: under load a
+worker with ``prefetch=4`` and ``batch_size=1`` crosses about two HTTP exchanges per four
+tasks instead of eight, and it never waits to fill a take or a post. One more thread, the
+``LeaseKeeper``, heartbeats every task in hand. With ``pipeline=False`` the calling thread
 takes, computes and posts in turn.
 
 Stopping: no new takes; batches not yet started go back to the queue (``release``), finished
@@ -52,6 +56,7 @@ logger = logging.getLogger("inferbox.worker")
 _POLL = 0.2  # seconds between checks of the stop flag while waiting on a hand-off
 _STOP_POST_SECONDS = 10.0  # how long a stopping worker keeps trying to post finished results
 _BUSY_WAIT = 1.0  # seconds a take made ahead (the model busy) may long-poll
+_MAX_PER_REQUEST = 100  # tasks the broker takes or records in one request (docs/api.md)
 
 
 @dataclass
@@ -94,8 +99,11 @@ class Run:
         self.budget = _Budget(max_tasks)
         self.keeper = LeaseKeeper(self._api(), lease=worker.lease, poll=worker.cancel_poll)
         self.ready: queue.Queue[list[TakenTask] | BaseException | None] = queue.Queue()
-        self.done: queue.Queue[_Finished | None] = queue.Queue(maxsize=2)
-        self.slots = threading.Semaphore(1)
+        self.done: queue.Queue[_Finished | None] = queue.Queue(maxsize=worker.prefetch + 1)
+        self.slots = threading.Semaphore(worker.prefetch)
+        # How many batches one take (and one post) may carry: every free slot, within the
+        # broker's limit per request.
+        self._per_request = max(1, min(worker.prefetch, _MAX_PER_REQUEST // worker.batch_size))
         self.stopped = threading.Event()  # no new takes; set by stop() or on the way out
         self._entry = threading.Lock()  # orders "taken tasks enter the keeper" against stopping
         self._main_api = self._api()
@@ -139,7 +147,7 @@ class Run:
     def _next_batch(self) -> list[TakenTask] | None:
         """The next batch to compute; None when the run is over (stop, max_tasks)."""
         if not self.worker.pipeline:
-            return self._take_batch(self._main_api)
+            return self._take_tasks(self._main_api, batches=1)
         while True:
             try:
                 item = self.ready.get(timeout=_POLL)
@@ -173,16 +181,17 @@ class Run:
         if self.worker.pipeline:
             self.done.put(finished)
         else:
-            self._post(finished)
+            self._post([finished])
         self._refresh()
 
     # -- taking -----------------------------------------------------------------------------------
 
-    def _take_batch(self, api: BrokerAPI) -> list[TakenTask] | None:
-        """Take one batch, retrying while the broker is away; None when the run must end."""
+    def _take_tasks(self, api: BrokerAPI, batches: int) -> list[TakenTask] | None:
+        """Take up to ``batches`` batches' worth of tasks in one request, retrying while the
+        broker is away; None when the run must end."""
         backoff = Backoff(base=0.5, cap=30.0)
         while not self.stopped.is_set():
-            wanted = self.budget.reserve(self.worker.batch_size)
+            wanted = self.budget.reserve(self.worker.batch_size * batches)
             if wanted == 0:
                 return None
             try:
@@ -224,14 +233,22 @@ class Run:
 
     def _fetch_loop(self) -> None:
         api = self._api()
+        size = self.worker.batch_size
         try:
             while not self.stopped.is_set():
                 if not self.slots.acquire(timeout=_POLL):
                     continue
-                batch = self._take_batch(api)
-                if batch is None:
+                free = 1
+                while free < self._per_request and self.slots.acquire(blocking=False):
+                    free += 1
+                tasks = self._take_tasks(api, batches=free)
+                if tasks is None:
                     break
-                self.ready.put(batch)
+                batches = [tasks[start:start + size] for start in range(0, len(tasks), size)]
+                for batch in batches:
+                    self.ready.put(batch)
+                for _ in range(free - len(batches)):
+                    self.slots.release()
         except BaseException as exc:
             self.ready.put(exc)
         finally:
@@ -259,29 +276,51 @@ class Run:
 
     def _post_loop(self) -> None:
         api = self._api()
-        while True:
-            finished = self.done.get()
-            if finished is None:
+        waiting: _Finished | None = None  # drawn from ``done`` but too many for the last post
+        ending = False
+        while not ending:
+            first = waiting or self.done.get()
+            waiting = None
+            if first is None:
                 break
-            self._post(finished, api)
+            group, count = [first], len(first.tasks)
+            while len(group) < self._per_request:  # what else is finished already, no waiting
+                try:
+                    more = self.done.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    ending = True
+                    break
+                if count + len(more.tasks) > _MAX_PER_REQUEST:
+                    waiting = more
+                    break
+                group.append(more)
+                count += len(more.tasks)
+            self._post(group, api)
         api.close()
 
-    def _post(self, finished: _Finished, api: BrokerAPI | None = None) -> None:
+    def _post(self, group: list[_Finished], api: BrokerAPI | None = None) -> None:
+        """Post the results of finished batches in one request (one batch's, unless the
+        poster found several waiting)."""
         api = api or self._main_api
-        items, dropped = [], 0
-        for task, body in zip(finished.tasks, finished.bodies, strict=True):
-            reason = self.keeper.lost(task)
-            if body is None or reason:
-                dropped += 1
-                logger.warning("task %s: %s; dropping its result", task.id,
-                               reason or "canceled by a client")  # fmt: skip
-            else:
-                items.append((task, body))
+        items, started, dropped = [], [], 0
+        for finished in group:
+            for task, body in zip(finished.tasks, finished.bodies, strict=True):
+                reason = self.keeper.lost(task)
+                if body is None or reason:
+                    dropped += 1
+                    logger.warning("task %s: %s; dropping its result", task.id,
+                                   reason or "canceled by a client")  # fmt: skip
+                else:
+                    items.append((task, body))
+                    started.append(finished.started)
         verdicts = self._deliver(items, api) if items else []
-        self.keeper.remove(finished.tasks)
+        for finished in group:
+            self.keeper.remove(finished.tasks)
         self.stats.add(dropped=dropped)
-        for (task, body), verdict in zip(items, verdicts, strict=True):
-            self._count(task, body, verdict, finished.started)
+        for (task, body), verdict, begun in zip(items, verdicts, started, strict=True):
+            self._count(task, body, verdict, begun)
         self._refresh()
 
     def _count(self, task: TakenTask, body: Encoded, verdict: str, started: float) -> None:

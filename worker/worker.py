@@ -38,6 +38,8 @@ __all__ = ["ERROR_CONTENT_TYPE", "Handler", "Worker", "default_model_version", "
 
 logger = logging.getLogger("inferbox.worker")
 
+MAX_PREFETCH = 16  # batches held ahead of the model, at most
+
 
 class Worker:
     """A pull-based worker for one broker and one or more queues.
@@ -47,10 +49,12 @@ class Worker:
     seconds, renewed by heartbeats while the task is in hand; ``wait`` is how long one take
     long-polls for work; ``batch_size`` how many tasks one take asks for (and one batch
     handler call gets); ``pipeline`` whether the next batch is fetched and the last one posted
-    while the model works; ``model_version`` is stored with every result (default: a hash of
-    the handler's model file or module); ``timeout`` is the seconds to wait for the broker to
-    answer a request; ``cancel_poll`` how often (seconds) the worker asks the broker whether a
-    task the handler is working on was canceled.
+    while the model works; ``prefetch`` how many batches the pipeline may hold taken ahead of
+    the one the model is working on (1-16; several are taken in one request when the queue has
+    them, and finished ones waiting are posted together); ``model_version`` is stored with
+    every result (default: a hash of the handler's model file or module); ``timeout`` is the
+    seconds to wait for the broker to answer a request; ``cancel_poll`` how often (seconds)
+    the worker asks the broker whether a task the handler is working on was canceled.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class Worker:
         wait: int = 20,
         batch_size: int = 1,
         pipeline: bool = True,
+        prefetch: int = 1,
         model_version: str | None = None,
         timeout: float = 30.0,
         cancel_poll: float = 2.0,
@@ -76,6 +81,8 @@ class Worker:
             raise ValueError(f"wait must be >= 0 seconds, got {wait}")
         if not 1 <= batch_size <= 100:
             raise ValueError(f"batch_size must be 1-100, got {batch_size}")
+        if not 1 <= prefetch <= MAX_PREFETCH:
+            raise ValueError(f"prefetch must be 1-{MAX_PREFETCH}, got {prefetch}")
         self.url = url.rstrip("/")
         self.token = token
         self.queue = queue if isinstance(queue, str) else ",".join(queue)
@@ -84,6 +91,7 @@ class Worker:
         self.wait = wait
         self.batch_size = batch_size
         self.pipeline = pipeline
+        self.prefetch = prefetch
         self.model_version = model_version
         self.timeout = timeout
         self.cancel_poll = cancel_poll

@@ -111,16 +111,17 @@ def test_batch_killed_halfway_resumes_without_resubmitting(broker: Broker, tmp_p
     assert len(tasks) == 500  # no file was submitted twice
 
 
-@pytest.mark.parametrize("batch_size", ["1", "16"])
-def test_sigterm_hands_fetched_tasks_back_at_once(broker: Broker, batch_size: str):
-    """A worker told to stop finishes the batch in hand and releases the one fetched ahead: a
-    second worker gets it at once, with the attempt not counted."""
+@pytest.mark.parametrize(("batch_size", "prefetch"), [("1", "1"), ("16", "1"), ("1", "3")])
+def test_sigterm_hands_fetched_tasks_back_at_once(broker: Broker, batch_size: str, prefetch: str):
+    """A worker told to stop finishes the batch in hand and releases the ones fetched ahead: a
+    second worker gets them at once, with the attempts not counted."""
     with Client(broker.url, token=CLIENT_TOKEN) as client:
-        n = 2 * int(batch_size)
+        n = (1 + int(prefetch)) * int(batch_size)  # the batch in hand and those fetched ahead
         tasks = [client.submit({"sleep": 3, "value": i}, queue="stop") for i in range(n)]
         first = broker.spawn_worker("slow_each", "--queue", "stop", "--batch-size", batch_size,
-                                    worker_id="first", env={"INFERBOX_TEST_SLOW": "1"})  # fmt: skip
-        wait_for(lambda: all(t.info()["status"] == "running" for t in tasks), what="two batches")
+                                    "--prefetch", prefetch, worker_id="first",
+                                    env={"INFERBOX_TEST_SLOW": "1"})  # fmt: skip
+        wait_for(lambda: all(t.info()["status"] == "running" for t in tasks), what="all taken")
         first.send_signal(signal.SIGTERM)
         broker.spawn_worker("slow_each", "--queue", "stop", "--batch-size", batch_size,
                             worker_id="second")  # fmt: skip

@@ -7,12 +7,14 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 import requests
 import responses
 
+from client_sdk import AuthError
 from client_sdk.http import parse_multipart
 from worker import BatchContext, Canceled, TaskContext, Worker, handler
 from worker.worker import default_model_version
@@ -238,6 +240,91 @@ def test_an_interrupt_hands_back_the_batch_in_hand_and_the_one_fetched_ahead(bro
                       if c.request.url.endswith("/release"))  # fmt: skip
     assert released == ["A", "B", "C", "D"]
     assert stats.interrupted and stats.released == 4 and stats.done == 0
+
+
+def takes(broker: responses.RequestsMock) -> list[requests.PreparedRequest]:
+    return [call.request for call in broker.calls if call.request.url.startswith(TAKE)]
+
+
+def max_tasks_asked(request: requests.PreparedRequest) -> int:
+    return int(parse_qs(urlsplit(request.url).query)["max_tasks"][0])
+
+
+def test_prefetch_takes_the_batches_ahead_in_one_request_and_cuts_them_up(broker) -> None:
+    broker.add(responses.POST, TAKE, **take_answer([(task_id, b"1", "application/json")
+                                                     for task_id in "ABC"]))  # fmt: skip
+    broker.add(responses.POST, TAKE, **take_answer([("D", b"1", "application/json")]))
+    for task_id in "CD":  # a batch of one is posted alone, unless it waited with another
+        broker.add(responses.POST, f"{BROKER}/puttaskresult/{task_id}",
+                   json={"task_id": task_id, "status": "succeeded"})  # fmt: skip
+    seen: list[list[int]] = []
+
+    def model(batch):
+        seen.append(list(batch))
+        return [value + 1 for value in batch]
+
+    stats = Worker(BROKER, batch_size=2, prefetch=2).run(model, batched=True, max_tasks=4)
+    assert [max_tasks_asked(request) for request in takes(broker)] == [4, 1]
+    assert [len(batch) for batch in seen] == [2, 1, 1]  # A+B, C, then D from the second take
+    assert stats.succeeded == 4
+
+
+def test_one_take_asks_for_no_more_than_the_broker_gives_in_one_request(broker) -> None:
+    broker.add(responses.POST, TAKE, json={"error": "unauthorized", "message": "bad"}, status=401)
+    with pytest.raises(AuthError):
+        Worker(BROKER, batch_size=40, prefetch=4).run(lambda batch: batch, batched=True)
+    assert max_tasks_asked(takes(broker)[0]) == 80  # two batches of 40: the broker's limit is 100
+
+
+def test_with_prefetch_finished_results_waiting_for_the_poster_go_in_one_post(broker) -> None:
+    broker.add(responses.POST, TAKE, **take_answer([("A", b"1", "application/json"),
+                                                     ("B", b"2", "application/json"),
+                                                     ("C", b"3", "application/json")]))
+    worker = Worker(BROKER, prefetch=3)
+    posting_a = threading.Event()
+
+    def first_post(request):  # held until B and C are finished and waiting for the poster
+        posting_a.set()
+        deadline = time.monotonic() + 5
+        while worker._run is None or worker._run.done.qsize() < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return 200, {}, json.dumps({"task_id": "A", "status": "succeeded"})
+
+    def model(payload):
+        if payload == 2:  # B starts once A's post is under way
+            assert posting_a.wait(5)
+        return payload * 10
+
+    broker.add_callback(responses.POST, f"{BROKER}/puttaskresult/A", callback=first_post)
+    stats = worker.run(model, max_tasks=3)
+    assert max_tasks_asked(takes(broker)[0]) == 3
+    (coalesced,) = put_many_calls(broker)
+    assert posted_parts(coalesced) == {"B": ("application/json", b"20"),
+                                       "C": ("application/json", b"30")}  # fmt: skip
+    assert stats.succeeded == 3
+
+
+def test_an_interrupt_hands_back_every_task_prefetched(broker) -> None:
+    broker.add(responses.POST, TAKE, **take_answer([(task_id, b"1", "application/json")
+                                                     for task_id in "ABC"]))  # fmt: skip
+    for task_id in "ABC":
+        broker.add(responses.POST, f"{BROKER}/tasks/{task_id}/release", json={"status": "queued"})
+
+    def model(payload):
+        raise KeyboardInterrupt
+
+    stats = Worker(BROKER, prefetch=3).run(model, max_tasks=3)
+    released = sorted(c.request.url.split("/")[-2] for c in broker.calls
+                      if c.request.url.endswith("/release"))  # fmt: skip
+    assert released == ["A", "B", "C"]
+    assert stats.interrupted and stats.released == 3 and stats.done == 0
+
+
+def test_prefetch_is_checked() -> None:
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="prefetch"):
+            Worker(BROKER, prefetch=bad)
 
 
 def test_start_runs_in_the_background_and_stop_hands_back_what_is_left(broker) -> None:

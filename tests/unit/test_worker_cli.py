@@ -26,7 +26,7 @@ def broker() -> Iterator[responses.RequestsMock]:
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("BROKER_URL", "TOKEN", "QUEUE", "HANDLER", "LEASE", "WAIT", "MAX_TASKS",
                  "BATCH_SIZE", "KERAS_MODEL", "PREPROCESS", "POSTPROCESS", "RESULT_TYPE",
-                 "PIPELINE", "PROGRESS", "MODEL_VERSION"):
+                 "PIPELINE", "PREFETCH", "PROGRESS", "MODEL_VERSION"):
         monkeypatch.delenv(f"INFERBOX_{name}", raising=False)
 
 
@@ -63,6 +63,13 @@ def test_defaults_when_neither_flag_nor_environment_says() -> None:
         None,
         None,
     )
+    assert (args.batch_size, args.pipeline, args.prefetch) == (1, True, 1)
+
+
+def test_prefetch_from_the_flag_or_the_environment() -> None:
+    base = ["--broker", BROKER, "--handler", "m:f"]
+    assert parse_args([*base, "--prefetch", "4"], {}).prefetch == 4
+    assert parse_args(base, {"INFERBOX_PREFETCH": "8"}).prefetch == 8
 
 
 @pytest.mark.parametrize(
@@ -71,6 +78,8 @@ def test_defaults_when_neither_flag_nor_environment_says() -> None:
         (["--handler", "m:f"], {}),  # no broker
         (["--broker", BROKER], {}),  # no handler
         (["--broker", BROKER, "--handler", "m:f"], {"INFERBOX_LEASE": "soon"}),
+        (["--broker", BROKER, "--handler", "m:f", "--prefetch", "0"], {}),
+        (["--broker", BROKER, "--handler", "m:f"], {"INFERBOX_PREFETCH": "17"}),
     ],
 )
 def test_missing_or_invalid_settings_are_usage_errors(argv, environ, capsys) -> None:
