@@ -39,6 +39,7 @@ from benchmarks.systems import CELERY, ONE_PER_TASK, Driver, batched_name, floor
 RQ_FORK, RQ_SIMPLE = "RQ Worker (fork)", "RQ SimpleWorker"
 BATCHED = batched_name(BATCH_SIZE)
 FLOOR = floor_name(4)
+FLOOR_2 = floor_name(2)  # the client's own two exchanges of submit + result, nothing behind
 FLOOR_HOPS = (3, 4)  # predict?wait crosses 3 HTTP exchanges, submit + getresult?wait 4
 
 
@@ -267,7 +268,7 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
                              fmt(system.cpu_ms(), 3), fmt(system.cpu_ms("client"), 3),
                              fmt(system.cpu_ms("servers"), 3), fmt(system.cpu_ms("redis"), 3)])
     one, batched = measured.get(ONE_PER_TASK), measured.get(BATCHED)
-    bare = measured.get(FLOOR)
+    bare, bare_2 = measured.get(FLOOR), measured.get(FLOOR_2)
     section.checks += [
         Check("throughput, one request per task vs Celery", paired_ratio(one, celery), 1.0,
               True),
@@ -304,6 +305,10 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
         "is the most any design crossing 4 HTTP exchanges per task could reach with these "
         f"HTTP stacks here: {fmt(paired_ratio(bare, celery))}x Celery. inferbox submit + "
         f"result reaches {fmt(paired_ratio(one, bare))}x of it.",
+        f"`{FLOOR_2}`: the same, 2 round trips a task: what a client's submit and result "
+        "requests cost with nothing behind them (no broker work, no worker traffic at all). "
+        f"{fmt(paired_ratio(bare_2, celery))}x Celery: the most submit + result over HTTP "
+        "could reach here with these stacks whatever the broker and the workers did.",
         "The `(RAM disk)` rows run the same broker and workers with the file:// store on "
         "/dev/shm (tmpfs: fsync costs nothing), as non-durable as the baselines' Redis, which "
         "keeps nothing on disk here; the targets are checked against the rows on disk.",

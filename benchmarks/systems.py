@@ -148,30 +148,33 @@ def start_floor(group: procs.Processes) -> str:
 
 
 @contextmanager
-def http_floor(hops: int = 4) -> Iterator[list[Driver]]:
-    """No broker at all: each task is ``hops`` bare ``POST /echo`` round trips to the trivial
+def http_floor(hops: tuple[int, ...] = (4, 2)) -> Iterator[list[Driver]]:
+    """No broker at all: each task is so many bare ``POST /echo`` round trips to the trivial
     app of ``benchmarks.floor`` (the broker's gunicorn settings), over a keep-alive
-    ``requests.Session`` per client thread like the SDK's. Its throughput is the most any
-    design crossing ``hops`` HTTP exchanges per task could reach with these HTTP stacks on
-    this machine, whatever it did inside them."""
+    ``requests.Session`` per client thread like the SDK's; one driver per count in ``hops``.
+    Its throughput is the most any design crossing that many HTTP exchanges per task could
+    reach with these HTTP stacks on this machine, whatever it did inside them."""
     import requests
 
     with procs.Processes() as group:
         url = start_floor(group)
 
-        def caller() -> Call:
-            session = requests.Session()
+        def caller(count: int) -> Callable[[], Call]:
+            def make() -> Call:
+                session = requests.Session()
 
-            def call(payload: Any) -> Any:
-                for _ in range(hops):
-                    response = session.post(f"{url}/echo", json=payload)
-                    response.raise_for_status()
-                return response.json()
+                def call(payload: Any) -> Any:
+                    for _ in range(count):
+                        response = session.post(f"{url}/echo", json=payload)
+                        response.raise_for_status()
+                    return response.json()
 
-            return call
+                return call
 
-        yield [Driver(floor_name(hops), caller, group.pids,
-                      latency=False, targeted=False)]  # fmt: skip
+            return make
+
+        yield [Driver(floor_name(count), caller(count), group.pids, latency=False,
+                      targeted=False) for count in hops]  # fmt: skip
 
 
 @contextmanager
