@@ -88,8 +88,10 @@ def end_to_end(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
                                          sizes)  # fmt: skip
         section.notes += e2e.failure_notes(failures, "throughput")
         if profile:
+            how = ("under py-spy, sampling the broker from outside" if profiling.py_spy()
+                   else "with the stack sampler in the broker")  # fmt: skip
             section.notes.append("`--profile` was on: the inferbox submit + result row ran "
-                                 "with the stack sampler in the broker, which slows it.")
+                                 f"{how}, which slows it.")
         sections.append(section)
     if "latency" in only:
         section = e2e.latency_section([r for r in rows if isinstance(r, e2e.Latency)], sizes)

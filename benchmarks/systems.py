@@ -192,9 +192,14 @@ def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]
     data = tempfile.mkdtemp(prefix="inferbox-bench-", dir=None if durable else RAM_DIR)
     try:
         with procs.Processes() as group:
-            url, _ = procs.start_broker(group, REDIS_URL, Path(data).as_uri(),
-                                        workers=BROKER_PROCESSES, threads=BROKER_THREADS,
-                                        **_profiled(batch_size, durable))  # fmt: skip
+            profiled = _profiled(batch_size, durable)
+            url, broker = procs.start_broker(group, REDIS_URL, Path(data).as_uri(),
+                                             workers=BROKER_PROCESSES, threads=BROKER_THREADS,
+                                             **_sampler_options(profiled))  # fmt: skip
+            if profiled:
+                from benchmarks import profiling
+
+                profiling.watch(lambda: procs.server_pids(broker))
             procs.start_workers(group, url, "bench", "benchmarks.handlers:noop",
                                 WORKER_PROCESSES, "--batch-size", str(batch_size),
                                 "--prefetch", str(PREFETCH))  # fmt: skip
@@ -209,13 +214,20 @@ def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]
         shutil.rmtree(data, ignore_errors=True)
 
 
-def _profiled(batch_size: int, durable: bool) -> dict[str, str]:
-    """Broker options that run it under the sampler when ``--profile`` is on: the broker of
-    the one-request-per-task rows on disk only, the one ``e2e`` samples."""
+def _profiled(batch_size: int, durable: bool) -> bool:
+    """Whether ``--profile`` samples this broker: the one of the one-request-per-task rows on
+    disk, the rows ``e2e`` samples."""
+    from benchmarks import profiling
+
+    return profiling.folder() is not None and batch_size == 1 and durable
+
+
+def _sampler_options(profiled: bool) -> dict[str, str]:
+    """Broker options that run it under the in-process sampler, where py-spy cannot."""
     from benchmarks import profiling
 
     found = profiling.folder()
-    if found is None or batch_size != 1 or not durable:
+    if not profiled or found is None or not profiling.in_process():
         return {}
     return {"module": "benchmarks.sampler", "INFERBOX_BENCH_PROFILE_DIR": str(found)}
 

@@ -195,6 +195,25 @@ def test_profile_ranks_busy_frames_and_leaves_idle_waits_out():
     assert dict(by_total)["handle (app.py)"] == 40  # two lines of one function, summed
 
 
+def test_cpu_profile_sorts_samples_by_the_package_whose_code_ran():
+    lines = [
+        "run (gunicorn/workers/gthread.py:10);wsgi (flask/app.py:5);hgetall (redis/client.py:9) 30",
+        "run (gunicorn/workers/gthread.py:10);parse (gunicorn/http/message.py:6) 20",
+        "run (gunicorn/workers/gthread.py:10);put (storage/file.py:101);fsync (<frozen os>:1) 5",
+        "_bootstrap (threading.py:1);_listen (broker/notify.py:80) 7",
+        "somewhere (elsewhere.py:3) 1",
+    ]
+    assert profiling.by_package(profiling.parse(lines)) == [
+        ("redis-py: the Redis client", 30),
+        ("gunicorn: HTTP parsing and writing, its thread pool", 20),
+        ("inferbox broker code", 7),
+        ("os and path calls", 5),
+        ("other", 1),
+    ]
+    _, by_self, _ = profiling.rank(profiling.parse(lines), idle=lambda stack: False)
+    assert ("_listen (broker/notify.py:80)", 7) in by_self  # a GIL sample is never idle
+
+
 def test_populate_writes_the_index_entries_a_real_submit_writes():
     """The depth benchmark's fast fill must leave what TaskQueue.submit leaves."""
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
