@@ -22,9 +22,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.report import markdown_table
+from benchmarks.report import machine, markdown_table
 
 IDLE_FILES = ("threading.py", "selectors.py", "queue.py")
 PY_SPY_RATE = 200  # samples a second
@@ -226,13 +227,16 @@ def _cpu_report(stacks: collections.Counter[tuple[str, ...]]) -> str:
                               [[f"`{frame}`", str(n), f"{100 * n / max(samples, 1):.1f}"]
                                for frame, n in rows])  # fmt: skip
 
+    facts = machine()
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         "# Broker CPU profile during the one-request-per-task throughput run", "",
-        "Written by `python -m benchmarks.run --profile` (see `benchmarks/profiling.py`): "
-        f"`py-spy record --gil`, {PY_SPY_RATE} samples a second of each of the broker's "
-        "gunicorn workers while the timed runs of `inferbox submit + result` lasted, each "
-        "sample the Python stack of the thread holding the GIL (a process waiting on Redis, "
-        "the disk or its clients is not sampled).", "",
+        f"Written by `python -m benchmarks.run --profile` on {when} ({facts['CPU']}, "
+        f"{facts['cores']} cores; see `benchmarks/profiling.py`): `py-spy record --gil`, "
+        f"{PY_SPY_RATE} samples a second of each of the broker's gunicorn workers while the "
+        "timed runs of `inferbox submit + result` lasted, each sample the Python stack of the "
+        "thread holding the GIL (a process waiting on Redis, the disk or its clients is not "
+        "sampled).", "",
         f"{samples:,} samples.", "",
         "## By package (the innermost frame's)", "",
         markdown_table(["package", "samples", "% of samples"],
