@@ -214,6 +214,38 @@ def test_cpu_profile_sorts_samples_by_the_package_whose_code_ran():
     assert ("_listen (broker/notify.py:80)", 7) in by_self  # a GIL sample is never idle
 
 
+def test_every_step_the_path_tracer_times_exists():
+    import importlib
+
+    from benchmarks import tracing
+
+    for kind, steps in tracing.STEPS.items():
+        for module_name, class_name, function_name in steps:
+            owner = getattr(importlib.import_module(module_name), class_name)
+            assert callable(getattr(owner, function_name)), (kind, class_name, function_name)
+
+
+def test_path_steps_are_placed_in_the_task_whose_window_they_started_in():
+    from benchmarks import path
+
+    windows = [(10.0, 10.010), (20.0, 20.010)]
+    events = [
+        (9.0, 10.5, "BrokerAPI.take"),  # began before the first task: in none
+        (10.001, 10.002, "TaskQueue.take"), (10.003, 10.004, "TaskQueue.take"),
+        (20.002, 20.003, "TaskQueue.take"),
+        (20.004, 20.005, "FileStore._put"),  # in one task of two: still shown
+        (30.0, 30.1, "FileStore._get"),  # after every task
+    ]
+    rows = {step: (count, start, took) for step, count, start, took in path.steps(windows, events)}
+    assert rows["TaskQueue.take"][0] == 2
+    assert rows["TaskQueue.take"][1] == pytest.approx(1.5)  # ms: median of 1 and 2
+    assert rows["TaskQueue.take #2"][:2] == (1, pytest.approx(3.0))
+    assert rows["FileStore._put"][0] == 1
+    assert "BrokerAPI.take" not in rows and "FileStore._get" not in rows
+    assert rows["client: the whole task"] == (2, 0.0, pytest.approx(10.0))
+    assert list(rows)[-1] == "client: the whole task"
+
+
 def test_populate_writes_the_index_entries_a_real_submit_writes():
     """The depth benchmark's fast fill must leave what TaskQueue.submit leaves."""
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
