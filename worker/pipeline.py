@@ -11,10 +11,10 @@ the model works, holding at most ``prefetch`` (P, default 1) batches ahead (a ``
 semaphore); when several slots are free, one take asks for all of them and its answer is cut
 into batches. The poster uploads finished batches, at most P+1 behind (the ``done`` queue's
 bound), and posts up to P of them that are already waiting in one request: under load a
-worker with ``prefetch=4`` and ``batch_size=1`` crosses about two HTTP exchanges per four
-tasks instead of eight, and it never waits to fill a take or a post. One more thread, the
-``LeaseKeeper``, heartbeats every task in hand. With ``pipeline=False`` the calling thread
-takes, computes and posts in turn.
+worker with ``prefetch=4`` and ``batch_size=1`` takes up to four tasks a request and posts
+together the results that finished while its last post was on the way. It never waits to fill
+a take or a post. One more thread, the ``LeaseKeeper``, heartbeats every task in hand. With
+``pipeline=False`` the calling thread takes, computes and posts in turn.
 
 Stopping: no new takes; batches not yet started go back to the queue (``release``), finished
 results are posted, and on an interrupt the batch the model was working on goes back too.
