@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import procs, systems
+from benchmarks import procs, systems, tracing
 from benchmarks.config import (
     BROKER_PROCESSES,
     BROKER_THREADS,
@@ -55,7 +55,6 @@ def traced_run(tasks: int, *, ram_disk: bool,
     """The client's window of each task, and every step the processes timed."""
     trace = Path(tempfile.mkdtemp(prefix="inferbox-trace-"))
     data = tempfile.mkdtemp(prefix="inferbox-bench-", dir=systems.RAM_DIR if ram_disk else None)
-    env = procs.child_env(INFERBOX_BENCH_TRACE_DIR=str(trace))
     systems.flush()
     try:
         with procs.Processes() as group:
@@ -63,14 +62,12 @@ def traced_run(tasks: int, *, ram_disk: bool,
                                         workers=BROKER_PROCESSES, threads=BROKER_THREADS,
                                         module="benchmarks.tracing",
                                         INFERBOX_BENCH_TRACE_DIR=str(trace))  # fmt: skip
-            command = [procs.python(), "-m", "benchmarks.tracing", "worker", "--broker", url,
-                       "--queue", "bench", "--handler", "benchmarks.handlers:noop", "--wait",
-                       "5", "--progress", "off", "--log-level", "WARNING", "--model-version",
-                       "bench", "--prefetch", str(PREFETCH)]  # fmt: skip
-            for _ in range(WORKER_PROCESSES):
-                group.start(command, env)
+            procs.start_workers(group, url, "bench", "benchmarks.handlers:noop",
+                                WORKER_PROCESSES, "--prefetch", str(PREFETCH),
+                                launcher=("-m", "benchmarks.tracing", "worker"),
+                                INFERBOX_BENCH_TRACE_DIR=str(trace))  # fmt: skip
             windows = _run(url, tasks, submit_result)
-            time.sleep(3 * 0.5)  # the processes' last writes (tracing.FLUSH_EVERY)
+            time.sleep(3 * tracing.FLUSH_EVERY)  # the processes' last writes
         return windows, _read(trace)
     finally:
         shutil.rmtree(trace, ignore_errors=True)

@@ -135,12 +135,15 @@ def server_option(name: str, **settings: Any) -> Any:
 
 
 def start_workers(procs: Processes, url: str, queue: str, handler: str, count: int,
-                  *extra: str) -> list[subprocess.Popen[bytes]]:
-    """``count`` ``inferbox-worker`` processes serving ``handler`` on ``queue``."""
-    command = [python(), "-m", "worker.cli", "--broker", url, "--queue", queue, "--handler",
-               handler, "--wait", "5", "--progress", "off", "--log-level", "WARNING",
-               "--model-version", "bench", *extra]  # fmt: skip
-    return [procs.start(command, child_env()) for _ in range(count)]
+                  *extra: str, launcher: Sequence[str] = ("-m", "worker.cli"),
+                  **env: str) -> list[subprocess.Popen[bytes]]:  # fmt: skip
+    """``count`` ``inferbox-worker`` processes serving ``handler`` on ``queue``. ``launcher``
+    may name a wrapper of ``worker.cli`` (``benchmarks.tracing``); ``env`` is added to their
+    environment."""
+    command = [python(), *launcher, "--broker", url, "--queue", queue, "--handler", handler,
+               "--wait", "5", "--progress", "off", "--log-level", "WARNING", "--model-version",
+               "bench", *extra]  # fmt: skip
+    return [procs.start(command, child_env(**env)) for _ in range(count)]
 
 
 def server_pids(process: subprocess.Popen[bytes]) -> list[int]:

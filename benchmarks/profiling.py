@@ -63,9 +63,9 @@ def folder() -> Path | None:
     return _folder
 
 
-def in_process() -> bool:
-    """Whether the broker must run under ``benchmarks.sampler`` (profiling on, no py-spy)."""
-    return _folder is not None and _py_spy is None
+def uses_py_spy() -> bool:
+    """Whether py-spy profiles this run (else the broker runs under ``benchmarks.sampler``)."""
+    return _py_spy is not None
 
 
 def watch(pids: Callable[[], list[int]]) -> None:

@@ -88,7 +88,7 @@ def end_to_end(sizes: Sizes, only: list[str], profile: bool) -> list[Section]:
                                          sizes)  # fmt: skip
         section.notes += e2e.failure_notes(failures, "throughput")
         if profile:
-            how = ("under py-spy, sampling the broker from outside" if profiling.py_spy()
+            how = ("under py-spy, sampling the broker from outside" if profiling.uses_py_spy()
                    else "with the stack sampler in the broker")  # fmt: skip
             section.notes.append("`--profile` was on: the inferbox submit + result row ran "
                                  f"{how}, which slows it.")

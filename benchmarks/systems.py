@@ -227,7 +227,7 @@ def _sampler_options(profiled: bool) -> dict[str, str]:
     from benchmarks import profiling
 
     found = profiling.folder()
-    if not profiled or found is None or not profiling.in_process():
+    if not profiled or found is None or profiling.uses_py_spy():
         return {}
     return {"module": "benchmarks.sampler", "INFERBOX_BENCH_PROFILE_DIR": str(found)}
 

@@ -23,27 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# (module, class, function): the steps timed in each kind of process
+# (module, class, its functions): the steps timed in each kind of process
 STEPS = {
     "broker": [
-        ("broker.mailbox", "Mailbox", "submit"),
-        ("broker.mailbox", "Mailbox", "complete"),
-        ("broker.mailbox", "Mailbox", "complete_many"),
-        ("broker.queue", "TaskQueue", "submit"),
-        ("broker.queue", "TaskQueue", "take"),
-        ("broker.queue", "TaskQueue", "get"),
-        ("broker.queue", "TaskQueue", "complete"),
-        ("broker.queue", "TaskQueue", "complete_many"),
-        ("broker.notify", "Notifier", "_dispatch"),
-        ("storage.file", "FileStore", "_put"),
-        ("storage.file", "FileStore", "_get"),
+        ("broker.mailbox", "Mailbox", ("submit", "complete", "complete_many")),
+        ("broker.queue", "TaskQueue", ("submit", "take", "get", "complete", "complete_many")),
+        ("broker.notify", "Notifier", ("_dispatch",)),
+        ("storage.file", "FileStore", ("_put", "_get")),
     ],
     "worker": [
-        ("worker.api", "BrokerAPI", "take"),
-        ("worker.api", "BrokerAPI", "put"),
-        ("worker.api", "BrokerAPI", "put_many"),
-        ("worker.pipeline", "Run", "_compute"),
-        ("worker.pipeline", "Run", "_post"),
+        ("worker.api", "BrokerAPI", ("take", "put", "put_many")),
+        ("worker.pipeline", "Run", ("_compute", "_post")),
     ],
 }
 FLUSH_EVERY = 0.5  # seconds
@@ -65,10 +55,10 @@ def _timed(function: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 def install(kind: str, folder: Path) -> None:
     """Wrap the ``kind``'s steps (and, in the broker, each HTTP request) and start writing."""
-    for module_name, class_name, function_name in STEPS[kind]:
+    for module_name, class_name, function_names in STEPS[kind]:
         owner = getattr(importlib.import_module(module_name), class_name)
-        setattr(owner, function_name, _timed(getattr(owner, function_name),
-                                             f"{class_name}.{function_name}"))  # fmt: skip
+        for name in function_names:
+            setattr(owner, name, _timed(getattr(owner, name), f"{class_name}.{name}"))
     if kind == "broker":
         from flask import Flask
 
