@@ -154,14 +154,31 @@ class TaskQueue:
         clock's, unless given); each script still runs alone and atomically, in order. Raises
         Unavailable for the lot if Redis fails (the scripts already run stay done)."""
         script = getattr(self._scripts, name)
-        pipe = self.redis.pipeline(transaction=False)
         at = f"{self.clock() if now is None else now:.3f}"
-        for args in arg_lists:
-            script(args=[self.keys.prefix, at, *args], client=pipe)
+        calls = [[self.keys.prefix, at, *args] for args in arg_lists]
         try:
-            return pipe.execute()
+            answers = self._evalsha_many(script, calls)
+            missing = [index for index, answer in enumerate(answers)
+                       if isinstance(answer, redis.exceptions.NoScriptError)]  # fmt: skip
+            if missing:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those did not run
+                script.sha = self.redis.script_load(script.script)
+                again = self._evalsha_many(script, [calls[index] for index in missing])
+                for index, answer in zip(missing, again, strict=True):
+                    answers[index] = answer
         except redis.RedisError as exc:
             raise Unavailable(f"Redis failed during {name}: {exc}") from exc
+        failure = next((answer for answer in answers if isinstance(answer, Exception)), None)
+        if failure is not None:
+            raise Unavailable(f"Redis failed during {name}: {failure}") from failure
+        return answers
+
+    def _evalsha_many(self, script: Any, calls: list[list[Any]]) -> list[Any]:
+        """One pipelined round trip of ``EVALSHA`` calls; a failed call's answer is its error.
+        (redis-py's own pipelined scripts ask ``SCRIPT EXISTS`` first: one more round trip.)"""
+        pipe = self.redis.pipeline(transaction=False)
+        for args in calls:
+            pipe.evalsha(script.sha, 0, *args)
+        return pipe.execute(raise_on_error=False)
 
     # -- clients --------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 
 from broker import keys as K
 from broker.errors import LeaseLost, TaskFinished, TaskNotFound
-from broker.queue import NewTask, TaskQueue, notified_task
+from broker.queue import Completion, NewTask, TaskQueue, notified_task
 
 
 @pytest.fixture
@@ -328,8 +328,6 @@ def test_a_notice_that_is_not_a_task_hash_reads_as_none():
 
 
 def test_complete_many_records_each_result_on_its_own(queue, clock):
-    from broker.queue import Completion
-
     ids = [submit(queue) for _ in range(3)]
     leases = queue.take(["q"], max_tasks=3, lease_seconds=5, worker_id="w")
     queue.cancel(ids[1])
@@ -345,3 +343,38 @@ def test_complete_many_records_each_result_on_its_own(queue, clock):
     assert (first.status, first.result_key, first.model_version) == ("succeeded", "r0", "v2")
     assert (second.status, third.result_key) == ("canceled", "r2")
     assert queue.get_many(["x" * 22]) == [None]
+
+
+def _batch(count: int) -> list[tuple[NewTask, None]]:
+    return [(NewTask(queue="q", owner="alice", content_type="text/plain", size=1), None)
+            for _ in range(count)]  # fmt: skip
+
+
+def test_pipelined_scripts_run_again_after_redis_loses_them(queue, any_redis):
+    queue.submit_many(_batch(2))
+    any_redis.script_flush()  # as after a Redis restart: the SHAs the queue holds name nothing
+    ids = [submitted.task_id for submitted in queue.submit_many(_batch(2))]
+    leases = queue.take(["q"], max_tasks=4, lease_seconds=5, worker_id="w")
+    any_redis.script_flush()
+    outcomes = queue.complete_many([Completion(lease.task_id, lease.lease_id, "r", "x", 1)
+                                    for lease in leases])  # fmt: skip
+    assert [task.status for task in outcomes] == ["succeeded"] * 4
+    assert {task.id for task in outcomes} >= set(ids)
+
+
+@pytest.mark.redis
+def test_a_pipeline_of_scripts_is_one_round_trip(real_redis, clock):
+    """No ``SCRIPT EXISTS`` before each pipeline of scripts (redis-py's own pipelined
+    ``Script`` sends one): the scripts are loaded once and called by SHA."""
+    queue = TaskQueue(real_redis, prefix="t", clock=clock)
+    queue.submit_many(_batch(1))  # loads the script if this Redis lacks it
+
+    def asked() -> int:
+        return int(real_redis.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0))
+
+    before = asked()
+    queue.submit_many(_batch(3))
+    leases = queue.take(["q"], max_tasks=4, lease_seconds=5, worker_id="w")
+    done = [Completion(lease.task_id, lease.lease_id, "r", "x", 1) for lease in leases]
+    assert all(task.status == "succeeded" for task in queue.complete_many(done))
+    assert asked() == before
