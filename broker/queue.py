@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from . import keys as K
 from .errors import (
@@ -161,7 +162,7 @@ class TaskQueue:
             missing = [index for index, answer in enumerate(answers)
                        if isinstance(answer, redis.exceptions.NoScriptError)]  # fmt: skip
             if missing:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those did not run
-                script.sha = self.redis.script_load(script.script)
+                self.redis.script_load(script.script)  # the same source, the same SHA
                 again = self._evalsha_many(script, [calls[index] for index in missing])
                 for index, answer in zip(missing, again, strict=True):
                     answers[index] = answer
@@ -172,7 +173,7 @@ class TaskQueue:
             raise Unavailable(f"Redis failed during {name}: {failure}") from failure
         return answers
 
-    def _evalsha_many(self, script: Any, calls: list[list[Any]]) -> list[Any]:
+    def _evalsha_many(self, script: Script, calls: list[list[Any]]) -> list[Any]:
         """One pipelined round trip of ``EVALSHA`` calls; a failed call's answer is its error.
         (redis-py's own pipelined scripts ask ``SCRIPT EXISTS`` first: one more round trip.)"""
         pipe = self.redis.pipeline(transaction=False)
