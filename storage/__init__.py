@@ -12,7 +12,7 @@ contract (atomic puts, streaming gets, sorted listing, the key rules of :func:`v
 Errors all derive from :class:`StorageError`; see :mod:`storage.errors` for the tree.
 """
 
-from .base import BlobStore
+from .base import BlobStore, Put
 from .blob import Blob, BlobInfo
 from .errors import (
     BlobNotFound,
@@ -27,6 +27,7 @@ from .registry import open_store
 
 __all__ = [
     "BlobStore",
+    "Put",
     "BlobInfo",
     "Blob",
     "open_store",

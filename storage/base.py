@@ -6,13 +6,16 @@ underscore methods that each backend implements, so every backend enforces the s
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
 from types import TracebackType
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from .blob import Blob, BlobInfo
-from .errors import BlobNotFound
+from .errors import BlobNotFound, StorageError
 from .keys import validate_content_type, validate_key, validate_metadata, validate_prefix
 from .source import Source
 
@@ -23,6 +26,37 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # from all its request threads (64 by default) and its batch storage threads; the SDKs' default
 # of 10 would open and discard a connection per call beyond ten, with a warning each time.
 MAX_POOL_CONNECTIONS = 128
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+# How ``put_many`` runs its puts: ``map(call, items)`` is ``[call(item) for item in items]``,
+# in any order or at once (a thread pool), and returns once every call has ended.
+Mapper = Callable[[Callable[[_In], _Out], Sequence[_In]], list[_Out]]
+
+
+@dataclass(frozen=True)
+class Put:
+    """One blob for :meth:`BlobStore.put_many`: the arguments of :meth:`BlobStore.put`."""
+
+    key: str
+    data: bytes | IO[bytes]
+    content_type: str = DEFAULT_CONTENT_TYPE
+    metadata: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class CheckedPut:
+    """A :class:`Put` whose key, content type and metadata passed the checks."""
+
+    key: str
+    source: Source
+    content_type: str
+    metadata: dict[str, str]
+
+
+def in_turn(call: Callable[[_In], _Out], items: Sequence[_In]) -> list[_Out]:
+    """The default ``map`` of ``put_many``: one call after the other, in this thread."""
+    return [call(item) for item in items]
 
 
 class BlobStore(ABC):
@@ -55,6 +89,22 @@ class BlobStore(ABC):
         content_type = validate_content_type(content_type)
         checked = validate_metadata(metadata)
         return self._put(key, Source(data), content_type, checked)
+
+    def put_many(self, puts: Sequence[Put], *, map: Mapper[Any, Any] = in_turn) -> list[BlobInfo]:
+        """Store every blob as :meth:`put` would, and describe each, in order.
+
+        All are checked before anything is written; each is atomic, and all are durable when
+        this returns. If any fails, every put still ends, the blobs this call stored are
+        deleted again (a key it replaced then holds nothing), and the first error in order is
+        raised. ``map`` runs the puts of a store that writes them one by one (a thread pool's
+        map lets a cloud store's round trips overlap); a store with a cheaper way to make a
+        batch durable (``file://``: one file system sync for the lot) may not use it. Readers
+        may see some blobs before others, and any of them before this returns.
+        """
+        checked = [CheckedPut(validate_key(put.key), Source(put.data),
+                              validate_content_type(put.content_type),
+                              validate_metadata(put.metadata)) for put in puts]  # fmt: skip
+        return self._put_many(checked, map) if checked else []
 
     def get(self, key: str) -> Blob:
         """Open the blob under ``key`` for streaming; raises :class:`~storage.errors.BlobNotFound`.
@@ -120,6 +170,26 @@ class BlobStore(ABC):
         self, key: str, source: Source, content_type: str, metadata: dict[str, str]
     ) -> BlobInfo:
         """Store ``source`` atomically; ``source.raised(exc)`` tells its errors from ours."""
+
+    def _put_many(self, puts: Sequence[CheckedPut], map: Mapper[Any, Any]
+                  ) -> builtins.list[BlobInfo]:  # fmt: skip
+        """Each put through ``_put``, run by ``map``; on a failure, undo the others."""
+
+        def attempt(put: CheckedPut) -> BlobInfo | BaseException:
+            try:
+                return self._put(put.key, put.source, put.content_type, put.metadata)
+            except BaseException as exc:  # noqa: BLE001 - raised below, once the others end
+                return exc
+
+        outcomes = map(attempt, puts)
+        failure = next((out for out in outcomes if isinstance(out, BaseException)), None)
+        if failure is None:
+            return outcomes  # type: ignore[return-value]
+        for put, out in zip(puts, outcomes, strict=True):
+            if isinstance(out, BlobInfo):
+                with suppress(StorageError):
+                    self._delete(put.key)
+        raise failure
 
     @abstractmethod
     def _get(self, key: str) -> Blob: ...

@@ -14,6 +14,13 @@ Guarantees:
   thread or process see the old blob or the new one. Concurrent writers: the last rename wins.
   A failed put removes its temp file. Temp files are named ``.inferbox-tmp-*`` and ``list``
   never shows them.
+- ``put_many`` of two or more blobs, on Linux, makes them durable together with two
+  ``syncfs(2)`` calls of the store's file system instead of two to four fsyncs a blob: it
+  writes every temp file, syncs (the bytes are on disk), renames each into place, syncs again
+  (the names are on disk), then returns. A crash leaves each blob whole or absent, as for
+  ``put``. The price: a sync also writes out the other dirty data of that file system, so a
+  store sharing its disk with a heavy writer waits for that writer's data too. Elsewhere,
+  and for a single blob, ``put_many`` is ``put`` in turn.
 - ``get`` streams from the open file. On POSIX, a blob being read is unaffected by later
   overwrites or deletes.
 - ``list`` walks the tree lazily in key order, one directory listing in memory at a time. It
@@ -28,18 +35,20 @@ raises :class:`~storage.errors.StorageError` when read.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
 import secrets
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from .base import BlobStore
+from .base import BlobStore, CheckedPut, Mapper
 from .blob import Blob, BlobInfo
 from .errors import BlobNotFound, InvalidKey, StorageError, StorageUnavailable
 from .keys import is_valid_key
@@ -112,6 +121,41 @@ class FileStore(BlobStore):
         while directory != existing:  # the entries of the directories this put created
             directory = os.path.dirname(directory)
             _fsync_directory(directory)
+
+    def _put_many(self, puts: Sequence[CheckedPut], map: Mapper[Any, Any]) -> list[BlobInfo]:
+        if len(puts) < 2 or _syncfs is None:
+            return super()._put_many(puts, map)
+        staged: list[tuple[str, str, str]] = []  # (temp path, path, key), in order
+        renamed = 0
+        # opened first: syncfs reports the file system's write-back errors since this open
+        root = os.open(self.root, os.O_RDONLY)
+        try:
+            for put in puts:
+                with self._os_errors("store", put.key, put.source):
+                    path = self._path(put.key)
+                    temp_path, temp, _ = self._create_temp(os.path.dirname(path), put.key)
+                    staged.append((temp_path, path, put.key))
+                    with temp:
+                        temp.write(_encode_header(put.content_type, put.metadata))
+                        for chunk in put.source.chunks():
+                            temp.write(chunk)
+            with self._os_errors("store", puts[0].key):
+                _syncfs(root)  # every temp file's bytes and every new directory
+            for temp_path, path, key in staged:
+                with self._os_errors("store", key):
+                    _replace(temp_path, path, key)
+                renamed += 1
+            with self._os_errors("store", puts[-1].key):
+                _syncfs(root)  # every rename
+        except BaseException:
+            for index, (temp_path, path, _) in enumerate(staged):
+                _remove_quietly(path if index < renamed else temp_path)
+                self._prune(os.path.dirname(path))
+            raise
+        finally:
+            os.close(root)
+        return [BlobInfo(put.key, put.source.size, put.content_type, dict(put.metadata))
+                for put in puts]
 
     def _create_temp(self, parent: str, key: str) -> tuple[str, BinaryIO, str]:
         """A new temp file in ``parent`` (its path and the open file), and the deepest
@@ -268,6 +312,27 @@ class FileStore(BlobStore):
             if exc.errno == errno.ENAMETOOLONG:
                 raise InvalidKey(key, "a segment is too long for this file system") from exc
             raise StorageUnavailable(f"could not {action} {key!r} in {self.url}: {exc}") from exc
+
+
+def _load_syncfs() -> Callable[[int], None] | None:
+    """``syncfs(2)`` from the C library (Linux only; the os module has no wrapper), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes, call.restype = [ctypes.c_int], ctypes.c_int
+
+    def syncfs(fd: int) -> None:  # ctypes lets other threads run during the call
+        if call(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"syncfs: {os.strerror(code)}")
+
+    return syncfs
+
+
+_syncfs = _load_syncfs()
 
 
 def _replace(temp_path: str, path: str, key: str) -> None:

@@ -28,7 +28,7 @@ def test_public_surface_is_pinned() -> None:
         [
             "BlobStore", "BlobInfo", "Blob", "open_store", "validate_key", "StorageError",
             "BlobNotFound", "InvalidKey", "InvalidMetadata", "UnknownScheme",
-            "StorageUnavailable",
+            "StorageUnavailable", "Put",
         ]
     )  # fmt: skip
     for name in storage.__all__:

@@ -24,6 +24,7 @@ from storage import (
     BlobStore,
     InvalidKey,
     InvalidMetadata,
+    Put,
     StorageError,
 )
 
@@ -314,6 +315,64 @@ class BlobStoreContract:
         with pytest.raises(TypeError):
             store.put("t", io.StringIO("text"))  # type: ignore[arg-type]
         assert not store.exists("t")
+
+    # -- put_many -------------------------------------------------------------------------------
+
+    def test_put_many_stores_each_blob_and_describes_it_in_order(self, store: BlobStore) -> None:
+        store.put("outbox/t0/l1", b"old")
+        puts = [Put(f"outbox/t{i}/l1", b"result %d" % i, content_type="text/plain",
+                    metadata={"task_id": f"t{i}"}) for i in range(5)]  # fmt: skip
+        puts.append(Put("inbox/streamed", io.BytesIO(b"from a stream")))
+        infos = store.put_many(puts)
+        assert infos == [BlobInfo(f"outbox/t{i}/l1", len(b"result %d" % i), "text/plain",
+                                  {"task_id": f"t{i}"}) for i in range(5)] + [
+            BlobInfo("inbox/streamed", 13, "application/octet-stream", {})]  # fmt: skip
+        for put, info in zip(puts, infos, strict=True):
+            assert store.head(put.key) == info
+        assert store.read_bytes("outbox/t0/l1") == b"result 0"  # replaced the old blob
+        assert store.read_bytes("inbox/streamed") == b"from a stream"
+        assert list(store.list()) == ["inbox/streamed", *(f"outbox/t{i}/l1" for i in range(5))]
+        assert store.put_many([]) == []
+        assert store.put_many([Put("one/only", b"1")]) == [BlobInfo("one/only", 1,
+                                                                    "application/octet-stream")]
+
+    @pytest.mark.parametrize("bad", ["key", "content_type", "metadata"])
+    def test_put_many_checks_every_blob_before_writing_any(
+        self, store: BlobStore, generated_stream: type, bad: str
+    ) -> None:
+        first = generated_stream(MiB)
+        last = {"key": Put("../b", b"x"), "content_type": Put("b/2", b"x", content_type=" x"),
+                "metadata": Put("b/2", b"x", metadata={"Upper": "v"})}[bad]  # fmt: skip
+        with pytest.raises(InvalidKey if bad == "key" else InvalidMetadata):
+            store.put_many([Put("a/1", first), Put("a/2", b"y"), last])
+        assert first.served == 0, "nothing was read"
+        assert list(store.list()) == []
+
+    def test_put_many_keeps_nothing_of_a_batch_whose_stream_fails(
+        self, store: BlobStore, generated_stream: type, source_errors: tuple
+    ) -> None:
+        store.put("kept/before", b"k")
+        error = source_errors[0]("client disconnected")
+        puts = [Put(f"batch/{i}", b"v%d" % i) for i in range(4)]
+        puts.insert(2, Put("batch/failing/deep", generated_stream(3 * MiB, fail_after=MiB,
+                                                                  error=error)))  # fmt: skip
+        with pytest.raises(type(error)) as caught:
+            store.put_many(puts)
+        assert caught.value is error, "the stream's own exception, unwrapped"
+        assert list(store.list()) == ["kept/before"]
+        store.put_many([Put("batch/0", b"again"), Put("batch/failing/deep", b"ok")])
+        assert store.read_bytes("batch/failing/deep") == b"ok"
+
+    def test_put_many_from_threads_at_once(self, store: BlobStore) -> None:
+        def batch(n: int) -> list[BlobInfo]:
+            return store.put_many([Put(f"t{n}/{i}", b"%d-%d" % (n, i)) for i in range(6)])
+
+        with ThreadPoolExecutor(4) as pool:
+            infos = list(pool.map(batch, range(8)))
+        assert [info.key for batch_infos in infos for info in batch_infos] == [
+            f"t{n}/{i}" for n in range(8) for i in range(6)]  # fmt: skip
+        assert all(store.read_bytes(f"t{n}/{i}") == b"%d-%d" % (n, i)
+                   for n in range(8) for i in range(6))  # fmt: skip
 
     # -- atomicity ------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from storage import (
     BlobNotFound,
     BlobStore,
     InvalidKey,
+    Put,
     StorageError,
     StorageUnavailable,
     open_store,
@@ -118,6 +120,87 @@ def test_a_put_makes_the_directories_it_created_durable_too(
     synced.clear()
     file_store.put("outbox/t1/lease-2", b"third")  # its directory was there already
     assert synced == [f"{root}/outbox/t1"]
+
+
+def _blob_files(root: Path) -> list[str]:
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*")
+                  if path.is_file() and not path.name.startswith(TEMP_PREFIX))  # fmt: skip
+
+
+BATCH = ["inbox/a", "outbox/t1/l1", "outbox/t2/l1"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs(2) is Linux's")
+def test_put_many_syncs_the_file_system_twice_bytes_first_then_names(
+    file_store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No fsync a blob: one sync once every temp file is written (no blob has its name yet,
+    so a crash leaves none torn), one once all are renamed (before put_many returns)."""
+    import storage.file
+
+    assert storage.file._syncfs is not None, "the C library's syncfs was found"
+    root, seen = _root(file_store), []
+    real_syncfs, fsyncs = storage.file._syncfs, []
+
+    def syncfs(fd: int) -> None:
+        seen.append((len(_temp_files(root)), _blob_files(root)))
+        real_syncfs(fd)
+
+    monkeypatch.setattr(storage.file, "_syncfs", syncfs)
+    monkeypatch.setattr(storage.file.os, "fsync", fsyncs.append)
+    file_store.put_many([Put(key, key.encode(), metadata={"k": key}) for key in BATCH])
+    assert seen == [(3, []), (0, BATCH)]
+    assert fsyncs == []
+    assert [file_store.get(key).read() for key in BATCH] == [key.encode() for key in BATCH]
+    assert file_store.head("outbox/t1/l1").metadata == {"k": "outbox/t1/l1"}
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])
+def test_a_failed_sync_fails_the_batch_and_leaves_nothing(
+    file_store: BlobStore, monkeypatch: pytest.MonkeyPatch, failing_call: int
+) -> None:
+    import storage.file
+
+    calls: list[int] = []
+
+    def syncfs(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == failing_call:
+            raise OSError(errno.EIO, "syncfs: Input/output error")
+
+    monkeypatch.setattr(storage.file, "_syncfs", syncfs)
+    file_store.put("kept", b"k")
+    with pytest.raises(StorageUnavailable, match="Input/output error"):
+        file_store.put_many([Put(key, b"x") for key in BATCH])
+    root = _root(file_store)
+    assert _blob_files(root) == ["kept"]
+    assert _temp_files(root) == []
+    assert sorted(path.name for path in root.iterdir()) == ["kept"], "new directories pruned"
+
+
+def test_a_conflicting_key_fails_the_batch_and_leaves_nothing_new(file_store: BlobStore) -> None:
+    file_store.put("a/b", b"a blob")
+    with pytest.raises(InvalidKey, match="also a prefix"):
+        file_store.put_many([Put("x/1", b"1"), Put("a/b/c", b"2"), Put("y/2", b"3")])
+    assert _blob_files(_root(file_store)) == ["a/b"]
+    assert _temp_files(_root(file_store)) == []
+    assert list(file_store.list()) == ["a/b"]
+
+
+def test_without_syncfs_put_many_fsyncs_each_blob(
+    file_store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Elsewhere than Linux (or one blob alone) each blob is a ``put``: its own fsyncs."""
+    import storage.file
+
+    synced: list[str] = []
+    monkeypatch.setattr(storage.file, "_fsync_directory", synced.append)
+    monkeypatch.setattr(storage.file, "_syncfs", None)
+    file_store.put_many([Put(key, b"x") for key in BATCH])
+    root = str(_root(file_store))
+    assert synced == [f"{root}/inbox", root, f"{root}/outbox/t1", f"{root}/outbox", root,
+                      f"{root}/outbox/t2", f"{root}/outbox"]  # fmt: skip
+    assert _blob_files(_root(file_store)) == BATCH
 
 
 def test_temp_files_from_a_crashed_writer_are_not_listed(file_store: BlobStore) -> None:

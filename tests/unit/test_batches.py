@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 
 import pytest
@@ -12,6 +13,7 @@ from broker.errors import Unavailable
 from broker.mailbox import PayloadUpload, ResultUpload
 from client_sdk.http import multipart_body, parse_multipart
 from storage import StorageError
+from storage.file import FileStore
 from tests.unit.brokerkit import (
     CLIENT,
     OTHER_CLIENT,
@@ -160,7 +162,7 @@ def test_payloads_already_stored_are_deleted_when_indexing_fails(app, store, mon
 
 def test_a_batch_writes_its_payloads_several_at_a_time(app, store, monkeypatch):
     mailbox = box(app).mailbox
-    in_flight = _InFlight(store, monkeypatch, "put")
+    in_flight = _InFlight(store, monkeypatch, "_put")
     submitted = mailbox.submit_many([PayloadUpload(b"%d" % i, "text/plain") for i in range(16)],
                                     queue="q", owner="alice", priority=0, max_attempts=1,
                                     ttl=60)  # fmt: skip
@@ -169,16 +171,45 @@ def test_a_batch_writes_its_payloads_several_at_a_time(app, store, monkeypatch):
         b"%d" % i for i in range(16)]  # each id names its own payload, in input order
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs(2) is Linux's")
+def test_on_a_file_store_a_batch_is_made_durable_together(tmp_path, clock, monkeypatch):
+    """A batch of payloads, then of results: two file system syncs each, no fsync a blob."""
+    import storage.file
+
+    real_syncfs, syncs, fsyncs = storage.file._syncfs, [], []
+    assert real_syncfs is not None
+
+    def syncfs(fd):
+        syncs.append(fd)
+        real_syncfs(fd)
+
+    monkeypatch.setattr(storage.file, "_syncfs", syncfs)
+    monkeypatch.setattr(storage.file.os, "fsync", fsyncs.append)
+    store = FileStore(tmp_path)
+    mailbox = box(make_app(store, clock)).mailbox
+    mailbox.submit_many([PayloadUpload(b"%d" % i, "text/plain") for i in range(8)], queue="q",
+                        owner="alice", priority=0, max_attempts=1, ttl=60)  # fmt: skip
+    assert (len(syncs), fsyncs) == (2, [])
+    taken = mailbox.take(["q"], max_tasks=8, lease_seconds=30, worker_id="w", wait=0)
+    done = mailbox.complete_many([ResultUpload(lease.task_id, lease.lease_id, blob.read() * 2,
+                                               "text/plain") for lease, blob in taken])  # fmt: skip
+    assert (len(syncs), fsyncs) == (4, [])
+    assert sorted(mailbox.open_result(task).read() for task in done) == sorted(
+        b"%d%d" % (i, i) for i in range(8))  # fmt: skip
+
+
 def test_a_storage_failure_mid_batch_deletes_every_payload_written(app, store, monkeypatch):
     mailbox = box(app).mailbox
-    real_put = store.put
+    real_put, calls, lock = store._put, [], threading.Lock()
 
-    def put(key, data, **options):
-        if data.getvalue() == b"5":
-            raise StorageError("disk full")
-        return real_put(key, data, **options)
+    def put(key, source, content_type, metadata):
+        with lock:
+            calls.append(key)
+            if len(calls) == 6:
+                raise StorageError("disk full")
+        return real_put(key, source, content_type, metadata)
 
-    monkeypatch.setattr(store, "put", put)
+    monkeypatch.setattr(store, "_put", put)
     with pytest.raises(Unavailable, match="disk full"):
         mailbox.submit_many([PayloadUpload(b"%d" % i, "text/plain") for i in range(12)],
                             queue="q", owner="alice", priority=0, max_attempts=1, ttl=60)
@@ -195,21 +226,21 @@ def test_a_batch_of_results_is_written_several_at_a_time_and_undone_on_failure(
     taken = mailbox.take(["q"], max_tasks=16, lease_seconds=30, worker_id="w", wait=0)
     uploads = [ResultUpload(lease.task_id, lease.lease_id, b"r", "text/plain")
                for lease, _ in taken]  # fmt: skip
-    real_put = store.put
+    real_put = store._put
 
-    def put(key, data, **options):
+    def put(key, source, content_type, metadata):
         if key.startswith("outbox/" + uploads[9].task_id):
             raise StorageError("disk full")
-        return real_put(key, data, **options)
+        return real_put(key, source, content_type, metadata)
 
-    monkeypatch.setattr(store, "put", put)
+    monkeypatch.setattr(store, "_put", put)
     with pytest.raises(Unavailable, match="disk full"):
         mailbox.complete_many(uploads)
     assert list(store.list("outbox/")) == []  # the other fifteen were written, then deleted
     assert {mailbox.queue.get(u.task_id).status for u in uploads} == {"running"}
 
-    monkeypatch.setattr(store, "put", real_put)
-    in_flight = _InFlight(store, monkeypatch, "put")
+    monkeypatch.setattr(store, "_put", real_put)
+    in_flight = _InFlight(store, monkeypatch, "_put")
     done = mailbox.complete_many(uploads)
     assert in_flight.most >= 2
     assert {task.status for task in done} == {"succeeded"}
