@@ -126,13 +126,14 @@ class FileStore(BlobStore):
         if len(puts) < 2 or _syncfs is None:
             return super()._put_many(puts, map)
         staged: list[tuple[str, str, str]] = []  # (temp path, path, key), in order
-        renamed = 0
+        renamed, parents = 0, set()
         # opened first: syncfs reports the file system's write-back errors since this open
         root = os.open(self.root, os.O_RDONLY)
         try:
             for put in puts:
                 with self._os_errors("store", put.key, put.source):
                     path = self._path(put.key)
+                    parents.add(os.path.dirname(path))  # pruned if the batch fails
                     temp_path, temp, _ = self._create_temp(os.path.dirname(path), put.key)
                     staged.append((temp_path, path, put.key))
                     with temp:
@@ -150,7 +151,8 @@ class FileStore(BlobStore):
         except BaseException:
             for index, (temp_path, path, _) in enumerate(staged):
                 _remove_quietly(path if index < renamed else temp_path)
-                self._prune(os.path.dirname(path))
+            for parent in sorted(parents, reverse=True):  # the deepest first
+                self._prune(parent)
             raise
         finally:
             os.close(root)

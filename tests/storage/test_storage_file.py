@@ -181,8 +181,9 @@ def test_a_failed_sync_fails_the_batch_and_leaves_nothing(
 def test_a_conflicting_key_fails_the_batch_and_leaves_nothing_new(file_store: BlobStore) -> None:
     file_store.put("a/b", b"a blob")
     with pytest.raises(InvalidKey, match="also a prefix"):
-        file_store.put_many([Put("x/1", b"1"), Put("a/b/c", b"2"), Put("y/2", b"3")])
+        file_store.put_many([Put("x/1", b"1"), Put("a/b/c/d", b"2"), Put("y/2", b"3")])
     assert _blob_files(_root(file_store)) == ["a/b"]
+    assert sorted(path.name for path in _root(file_store).iterdir()) == ["a"], "x/ pruned"
     assert _temp_files(_root(file_store)) == []
     assert list(file_store.list()) == ["a/b"]
 
