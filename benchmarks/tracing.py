@@ -33,7 +33,7 @@ STEPS = {
     ],
     "worker": [
         ("worker.api", "BrokerAPI", ("take", "put", "put_many")),
-        ("worker.pipeline", "Run", ("_compute", "_post")),
+        ("worker.pipeline", "Run", ("_hold", "_compute", "_post")),
     ],
 }
 FLUSH_EVERY = 0.5  # seconds
@@ -61,15 +61,20 @@ def install(kind: str, folder: Path) -> None:
             setattr(owner, name, _timed(getattr(owner, name), f"{class_name}.{name}"))
     if kind == "broker":
         from flask import Flask
+        from werkzeug.wsgi import ClosingIterator
 
         serve = Flask.wsgi_app
 
         def wsgi_app(app: Flask, environ: dict[str, Any], start_response: Any) -> Any:
-            started = time.time()
+            started, path = time.time(), environ.get("PATH_INFO", "")
             try:
-                return serve(app, environ, start_response)
+                body = serve(app, environ, start_response)
             finally:
-                _events.append((started, time.time(), f"HTTP {environ.get('PATH_INFO', '')}"))
+                returned = time.time()
+                _events.append((started, returned, f"HTTP {path}"))
+            # the server sends the body after the view returns, then closes it
+            return ClosingIterator(body, lambda: _events.append((returned, time.time(),
+                                                                 f"HTTP sent {path}")))
 
         Flask.wsgi_app = wsgi_app  # type: ignore[method-assign,assignment]
     threading.Thread(target=_flush_loop, args=(folder,), name="bench-trace", daemon=True).start()
