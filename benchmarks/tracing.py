@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 # (module, class, its functions): the steps timed in each kind of process
-STEPS = {
+STEPS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "broker": [
         ("broker.mailbox", "Mailbox", ("submit", "complete", "complete_many")),
         ("broker.queue", "TaskQueue", ("submit", "take", "get", "complete", "complete_many")),
