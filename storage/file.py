@@ -19,8 +19,9 @@ Guarantees:
   writes every temp file, syncs (the bytes are on disk), renames each into place, syncs again
   (the names are on disk), then returns. A crash leaves each blob whole or absent, as for
   ``put``. The price: a sync also writes out the other dirty data of that file system, so a
-  store sharing its disk with a heavy writer waits for that writer's data too. Elsewhere,
-  and for a single blob, ``put_many`` is ``put`` in turn.
+  store sharing its disk with a heavy writer waits for that writer's data too; with
+  ``?sync=fsync`` in its URL (as PostgreSQL's ``recovery_init_sync_method``), and elsewhere
+  than Linux, and for a single blob, ``put_many`` is ``put`` in turn.
 - ``get`` streams from the open file. On POSIX, a blob being read is unaffected by later
   overwrites or deletes.
 - ``list`` walks the tree lazily in key order, one directory listing in memory at a time. It
@@ -45,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 from urllib.request import url2pathname
 
 from .base import BlobStore, CheckedPut, Mapper
@@ -58,15 +59,21 @@ TEMP_PREFIX = ".inferbox-tmp-"
 HEADER_VERSION = 1
 _HEADER_LIMIT = 64 * 1024  # far above the largest header valid metadata can produce
 _CREATE_ATTEMPTS = 20  # a concurrent delete may prune the directory we are about to write in
+# How put_many makes a batch durable: one file-system sync before and one after the renames
+# (Linux), or each file's and directory's own fsyncs, as ``put`` does
+SYNC_METHODS = ("syncfs", "fsync")
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
 class FileStore(BlobStore):
     """Blobs as files under ``root``. See the module docstring for what it guarantees."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, sync: str = "syncfs") -> None:
+        if sync not in SYNC_METHODS:
+            raise StorageError(f"sync={sync!r}: use one of {', '.join(SYNC_METHODS)}")
         self.root = os.path.abspath(os.fspath(root))
-        self.url = Path(self.root).as_uri()
+        self.sync = sync
+        self.url = Path(self.root).as_uri() + ("" if sync == "syncfs" else f"?sync={sync}")
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
@@ -76,19 +83,27 @@ class FileStore(BlobStore):
 
     @classmethod
     def from_url(cls, url: str) -> FileStore:
-        """``file:///abs/path``, ``file://localhost/abs/path`` or ``file:relative/path``.
+        """``file:///abs/path``, ``file://localhost/abs/path`` or ``file:relative/path``, with
+        an optional ``?sync=fsync`` (how a batch is made durable; ``syncfs`` by default).
 
         A relative path is resolved against the current directory now.
         """
         parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+        if parts.netloc not in ("", "localhost") or parts.fragment:
             raise StorageError(
                 f"bad file URL {url!r}: use file:///absolute/path or file:relative/path"
             )
+        try:
+            options = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+                           if parts.query else [])  # fmt: skip
+        except ValueError as exc:
+            raise StorageError(f"bad file URL {url!r}: {exc}") from exc
+        if set(options) - {"sync"}:
+            raise StorageError(f"bad file URL {url!r}: the only option is sync=")
         path = url2pathname(parts.path)
         if not path:
             raise StorageError(f"file URL {url!r} names no directory")
-        return cls(path)
+        return cls(path, sync=options.get("sync", "syncfs"))
 
     # -- put ------------------------------------------------------------------------------------
 
@@ -123,7 +138,7 @@ class FileStore(BlobStore):
             _fsync_directory(directory)
 
     def _put_many(self, puts: Sequence[CheckedPut], map: Mapper[Any, Any]) -> list[BlobInfo]:
-        if len(puts) < 2 or _syncfs is None:
+        if len(puts) < 2 or _syncfs is None or self.sync == "fsync":
             return super()._put_many(puts, map)
         staged: list[tuple[str, str, str]] = []  # (temp path, path, key), in order
         renamed, parents = 0, set()

@@ -65,11 +65,31 @@ def test_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["file://relative/path", "file://host/share", "file:", "file:///x?q=1"]
-)
+    "url", ["file://relative/path", "file://host/share", "file:", "file:///x?q=1",
+            "file:///x?sync=sometimes", "file:///x?sync=fsync&q=1", "file:///x?sync",
+            "file:///x#frag"],
+)  # fmt: skip
 def test_bad_file_urls(url: str) -> None:
     with pytest.raises(StorageError):
         open_store(url)
+
+
+def test_sync_fsync_in_the_url_makes_a_batch_durable_file_by_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.file
+
+    syncs: list[int] = []
+    monkeypatch.setattr(storage.file, "_syncfs", syncs.append)
+    store = open_store(f"{tmp_path.as_uri()}?sync=fsync")
+    assert isinstance(store, FileStore) and store.sync == "fsync"
+    assert store.url == f"{tmp_path.as_uri()}?sync=fsync"
+    store.put_many([Put(key, b"x") for key in BATCH])
+    assert syncs == [] and _blob_files(tmp_path) == BATCH
+    default = open_store(f"{tmp_path.as_uri()}?sync=syncfs")
+    assert isinstance(default, FileStore) and default.url == tmp_path.as_uri()
+    default.put_many([Put(f"more/{i}", b"y") for i in range(3)])
+    assert len(syncs) == 2
 
 
 def test_no_temp_file_is_listed_during_or_after_a_failed_write(
