@@ -143,7 +143,8 @@ class FileStore(BlobStore):
         staged: list[tuple[str, str, str]] = []  # (temp path, path, key), in order
         renamed, parents = 0, set()
         # opened first: syncfs reports the file system's write-back errors since this open
-        root = os.open(self.root, os.O_RDONLY)
+        with self._os_errors("store", puts[0].key):
+            root = os.open(self.root, os.O_RDONLY)
         try:
             for put in puts:
                 with self._os_errors("store", put.key, put.source):

@@ -198,6 +198,20 @@ def test_a_failed_sync_fails_the_batch_and_leaves_nothing(
     assert sorted(path.name for path in root.iterdir()) == ["kept"], "new directories pruned"
 
 
+def test_a_batch_into_a_vanished_root_is_storage_unavailable(file_store: BlobStore) -> None:
+    _root(file_store).rmdir()
+    with pytest.raises(StorageUnavailable):
+        file_store.put_many([Put(key, b"x") for key in BATCH])
+
+
+def test_a_batch_holding_a_key_and_a_key_below_it_is_refused_whole(
+    file_store: BlobStore,
+) -> None:
+    with pytest.raises(InvalidKey, match="also a prefix"):
+        file_store.put_many([Put("a/b", b"1"), Put("a/b/c", b"2")])
+    assert list(_root(file_store).iterdir()) == []
+
+
 def test_a_conflicting_key_fails_the_batch_and_leaves_nothing_new(file_store: BlobStore) -> None:
     file_store.put("a/b", b"a blob")
     with pytest.raises(InvalidKey, match="also a prefix"):
