@@ -513,8 +513,9 @@ class Mailbox:
         """Write one attempt's result blob."""
         put = self._result_put(task, lease_id, body, content_type, model_version)
         with _storage_errors("store the result"):
-            info = self.store.put(put.key, body, content_type=content_type, metadata=put.metadata)
-        return Completion(task.id, lease_id, put.key, content_type, info.size, model_version)
+            info = self.store.put(put.key, put.data, content_type=put.content_type,
+                                  metadata=put.metadata)
+        return Completion(task.id, lease_id, put.key, put.content_type, info.size, model_version)
 
     def _result_put(self, task: Task, lease_id: str, body: bytes | IO[bytes], content_type: str,
                     model_version: str) -> Put:  # fmt: skip

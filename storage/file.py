@@ -121,9 +121,7 @@ class FileStore(BlobStore):
         temp_path, temp, existing = self._create_temp(parent, key)
         try:
             with temp:
-                temp.write(header)
-                for chunk in source.chunks():
-                    temp.write(chunk)
+                _fill(temp, header, source)
                 temp.flush()
                 os.fsync(temp.fileno())
             _replace(temp_path, path, key)
@@ -149,13 +147,12 @@ class FileStore(BlobStore):
             for put in puts:
                 with self._os_errors("store", put.key, put.source):
                     path = self._path(put.key)
-                    parents.add(os.path.dirname(path))  # pruned if the batch fails
-                    temp_path, temp, _ = self._create_temp(os.path.dirname(path), put.key)
+                    parent = os.path.dirname(path)
+                    parents.add(parent)  # pruned if the batch fails
+                    temp_path, temp, _ = self._create_temp(parent, put.key)
                     staged.append((temp_path, path, put.key))
                     with temp:
-                        temp.write(_encode_header(put.content_type, put.metadata))
-                        for chunk in put.source.chunks():
-                            temp.write(chunk)
+                        _fill(temp, _encode_header(put.content_type, put.metadata), put.source)
             with self._os_errors("store", puts[0].key):
                 _syncfs(root)  # every temp file's bytes and every new directory
             for temp_path, path, key in staged:
@@ -351,6 +348,13 @@ def _load_syncfs() -> Callable[[int], None] | None:
 
 
 _syncfs = _load_syncfs()
+
+
+def _fill(temp: BinaryIO, header: bytes, source: Source) -> None:
+    """Write a blob file's content: its header line, then the source's bytes."""
+    temp.write(header)
+    for chunk in source.chunks():
+        temp.write(chunk)
 
 
 def _replace(temp_path: str, path: str, key: str) -> None:
