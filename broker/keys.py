@@ -10,8 +10,10 @@ Redis layout (``<p>`` is the prefix, ``inferbox`` unless ``INFERBOX_REDIS_PREFIX
     <p>:seq                  STRING  submit sequence counter (FIFO order within a priority)
     <p>:idem:<owner>:<hash>  STRING  idempotency key -> task id, expires after IDEMPOTENCY_TTL
     <p>:events               CHANNEL pub/sub: "queued:<queue>" and "done:<task_id>" wake long-polls
-                                     (a done message carries the final task hash after a newline,
-                                     as a JSON list); "webhook" wakes the webhook relay
+                                     (a done event carries the final task hash after a newline,
+                                     as a JSON list); "webhook" wakes the webhook relay; a message
+                                     holds one event or up to EVENTS_PER_MESSAGE of a batch,
+                                     joined by EVENT_SEPARATOR
     <p>:ttl                  ZSET    task ids by the time their queueing ttl runs out (the janitor
                                      expires queued tasks nobody takes)
     <p>:finished             ZSET    final task ids by finish time (the janitor retires them after
@@ -61,6 +63,7 @@ single Redis (or a primary with replicas), not Redis Cluster.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "inferbox"
@@ -78,6 +81,10 @@ MAX_LEASE = 3_600
 DEFAULT_MAX_WAIT = 60  # cap of ?wait= long-polls, seconds
 DEFAULT_MAX_PAYLOAD_BYTES = 100 * 1024 * 1024
 MAX_TASKS_PER_TAKE = 100
+# A script that settles a batch publishes its events together: at most this many a message,
+# joined by a blank line (no topic or notice holds a newline twice in a row)
+EVENTS_PER_MESSAGE = 64
+EVENT_SEPARATOR = "\n\n"
 IDEMPOTENCY_TTL = 86_400
 COMPAT_OWNER = "compat"  # owner of the tasks that compat (v0 function) keys submit
 RECHECK_INTERVAL = 1.0  # long-polls re-read state this often even without a notification
@@ -153,6 +160,8 @@ def lua_constants() -> str:
         f"local RECENT_FAILURES = {RECENT_FAILURES}",
         f"local MAX_FAILURE_TEXT = {MAX_FAILURE_TEXT}",
         f"local WEBHOOK_OUTBOX_MAX = {WEBHOOK_OUTBOX_MAX}",
+        f"local EVENTS_PER_MESSAGE = {EVENTS_PER_MESSAGE}",
+        f"local EVENT_SEPARATOR = {json.dumps(EVENT_SEPARATOR)}",
         "",
     ])
 

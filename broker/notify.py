@@ -10,13 +10,16 @@ correctness. Watchers time their own re-reads. For takers the listener thread do
 so idle workers cost one look per queue, process and interval, not one each. When the listener
 loses Redis and subscribes again, it wakes every waiter at once.
 
-A message is a topic, or a topic, a newline and a *notice*: bytes the publisher attached for the
-watchers (``done:<task_id>`` carries the task's final hash, see ``broker.queue.notified_task``).
-A watcher finds the notice of the message that woke it in ``Wake.notice``; it is None after a
-recheck, a wake on reconnect or a message without one.
+A message holds one *event* or several, joined by ``EVENT_SEPARATOR`` (a blank line): a script
+that handles a batch publishes its events together (``hold_events`` in ``common.lua``), so a
+batch of a hundred tasks costs each process's listener one message, not a hundred. An event is a
+topic, or a topic, a newline and a *notice*: bytes the publisher attached for the watchers
+(``done:<task_id>`` carries the task's final hash, see ``broker.queue.notified_task``). A
+watcher finds the notice of the event that woke it in ``Wake.notice``; it is None after a
+recheck, a wake on reconnect or an event without one.
 
 Waiters come in two kinds. Every *watcher* of a topic (a client waiting for a result) is woken by
-each message. *Takers* (workers long-polling for tasks) are interchangeable: a message wakes one
+each event. *Takers* (workers long-polling for tasks) are interchangeable: an event wakes one
 taker of the topic that is not already woken, the longest waiting first, so one queued task
 costs each broker process one look at the queue rather than one per idle worker (a thousand idle
 workers used to mean a thousand take scripts per submit). A taker that leaves while woken, its
@@ -35,6 +38,8 @@ from contextlib import contextmanager
 import redis
 
 from . import keys as K
+
+EVENT_SEPARATOR = K.EVENT_SEPARATOR.encode()
 
 log = logging.getLogger("inferbox.broker")
 
@@ -111,9 +116,8 @@ class Notifier:
                     takers[0].set()
 
     def _wake(self, topic: str, notice: bytes | None = None, *, watchers: bool = True) -> None:
-        """Set the events a message on ``topic`` wakes: every watcher's, with ``notice``
-        (unless ``watchers`` is False), and the first unwoken taker's. The caller holds the
-        lock."""
+        """Wake whom an event on ``topic`` wakes: every watcher, with ``notice`` (unless
+        ``watchers`` is False), and the first unwoken taker. The caller holds the lock."""
         taker_woken = False
         for event, taker in self._waiters.get(topic, {}).items():
             if not taker:
@@ -165,6 +169,7 @@ class Notifier:
                 next_recheck = time.monotonic() + self.recheck
 
     def _dispatch(self, data: bytes) -> None:
-        topic, _, notice = data.partition(b"\n")
+        events = [event.partition(b"\n") for event in data.split(EVENT_SEPARATOR)]
         with self._lock:
-            self._wake(topic.decode(), notice or None)
+            for topic, _, notice in events:
+                self._wake(topic.decode(), notice or None)

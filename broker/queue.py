@@ -24,7 +24,6 @@ from importlib import resources
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 
 from . import keys as K
 from .errors import (
@@ -142,44 +141,14 @@ class TaskQueue:
         self.idempotency_ttl = idempotency_ttl
         self._scripts = _Scripts(client)
 
-    def _run(self, name: str, *args: Any) -> Any:
-        script = getattr(self._scripts, name)
-        try:
-            return script(args=[self.keys.prefix, f"{self.clock():.3f}", *args])
-        except redis.RedisError as exc:
-            raise Unavailable(f"Redis failed during {name}: {exc}") from exc
-
-    def _run_many(self, name: str, arg_lists: Iterable[Sequence[Any]], *,
-                  now: float | None = None) -> list[Any]:  # fmt: skip
-        """``_run`` of each argument list in one pipelined round trip, all at one ``now`` (the
-        clock's, unless given); each script still runs alone and atomically, in order. Raises
-        Unavailable for the lot if Redis fails (the scripts already run stay done)."""
+    def _run(self, name: str, *args: Any, now: float | None = None) -> Any:
+        """Run a script with the key prefix and ``now`` (the clock's, unless given) first."""
         script = getattr(self._scripts, name)
         at = f"{self.clock() if now is None else now:.3f}"
-        calls = [[self.keys.prefix, at, *args] for args in arg_lists]
         try:
-            answers = self._evalsha_many(script, calls)
-            missing = [index for index, answer in enumerate(answers)
-                       if isinstance(answer, redis.exceptions.NoScriptError)]  # fmt: skip
-            if missing:  # Redis lost its scripts (a restart, SCRIPT FLUSH): those did not run
-                self.redis.script_load(script.script)  # the same source, the same SHA
-                again = self._evalsha_many(script, [calls[index] for index in missing])
-                for index, answer in zip(missing, again, strict=True):
-                    answers[index] = answer
+            return script(args=[self.keys.prefix, at, *args])
         except redis.RedisError as exc:
             raise Unavailable(f"Redis failed during {name}: {exc}") from exc
-        failure = next((answer for answer in answers if isinstance(answer, Exception)), None)
-        if failure is not None:
-            raise Unavailable(f"Redis failed during {name}: {failure}") from failure
-        return answers
-
-    def _evalsha_many(self, script: Script, calls: list[list[Any]]) -> list[Any]:
-        """One pipelined round trip of ``EVALSHA`` calls; a failed call's answer is its error.
-        (redis-py's own pipelined scripts ask ``SCRIPT EXISTS`` first: one more round trip.)"""
-        pipe = self.redis.pipeline(transaction=False)
-        for args in calls:
-            pipe.evalsha(script.sha, 0, *args)
-        return pipe.execute(raise_on_error=False)
 
     # -- clients --------------------------------------------------------------------------------
 
@@ -227,11 +196,7 @@ class TaskQueue:
 
         Raises QueueFull when ``max_depth`` (> 0) tasks are queued in ``new.queue`` already.
         """
-        idem = self.keys.idempotency(new.owner, idempotency_key) if idempotency_key else ""
-        reply = self._run(
-            "submit", new.task_id, new.queue, new.priority, idem, self.idempotency_ttl,
-            max_depth, *_task_fields(new, self.clock()),
-        )  # fmt: skip
+        (reply,) = self._submit([(new, idempotency_key)], max_depth)
         if reply[0] == b"full":
             raise QueueFull(f"queue {new.queue} is full ({int(reply[1])} tasks queued): try again "
                             "later", retry_after=K.QUEUE_FULL_RETRY_AFTER)  # fmt: skip
@@ -240,21 +205,25 @@ class TaskQueue:
     def submit_many(
         self, batch: Sequence[tuple[NewTask, str | None]]
     ) -> list[Submitted]:
-        """``submit`` for several (task, idempotency key) pairs in one round trip, each still
-        its own atomic script, in order (a key used twice in the batch names the first task).
+        """``submit`` for several (task, idempotency key) pairs in one script, in order (a key
+        used twice in the batch names the first task); their ``queued`` events go out as one
+        message.
 
         The depth is not checked here: ``admit`` with ``count`` checks it for the whole batch
-        first. Raises Unavailable for the lot when Redis fails (some may then be indexed).
+        first. Raises Unavailable when Redis fails (the batch may then be partly indexed).
         """
+        return [Submitted.from_reply(reply) for reply in self._submit(batch, max_depth=0)]
+
+    def _submit(self, batch: Sequence[tuple[NewTask, str | None]], max_depth: int) -> list[Any]:
+        if not batch:
+            return []
         now = self.clock()
-
-        def args(new: NewTask, key: str | None) -> list[Any]:
+        args: list[Any] = []
+        for new, key in batch:
+            fields = _task_fields(new, now)
             idem = self.keys.idempotency(new.owner, key) if key else ""
-            return [new.task_id, new.queue, new.priority, idem, self.idempotency_ttl, 0,
-                    *_task_fields(new, now)]  # fmt: skip
-
-        answers = self._run_many("submit", (args(new, key) for new, key in batch), now=now)
-        return [Submitted.from_reply(answer) for answer in answers]
+            args += [len(fields), new.task_id, new.queue, new.priority, idem, *fields]
+        return list(self._run("submit", self.idempotency_ttl, max_depth, *args, now=now))
 
     def find_replays(self, owner: str, idempotency_keys: Sequence[str]) -> list[str | None]:
         """The task ids the idempotency keys already name (None for a free key), in one round
@@ -320,13 +289,11 @@ class TaskQueue:
     ) -> Task | None:
         """Record the attempt's result; returns the succeeded task, or None when this lease
         already recorded one."""
-        outcome, *rest = self._run(
-            "complete", task_id, lease_id, result_key, content_type, size, model_version
-        )
-        if outcome == b"duplicate":
-            return None
-        self._check(outcome, rest, task_id)
-        return _task(rest[1])
+        (outcome,) = self.complete_many([Completion(task_id, lease_id, result_key, content_type,
+                                                    size, model_version)])  # fmt: skip
+        if isinstance(outcome, BrokerError):
+            raise outcome
+        return outcome
 
     def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """Several tasks read in one round trip (None for an unknown id), settled like ``get``."""
@@ -343,14 +310,15 @@ class TaskQueue:
                 for task in tasks]  # fmt: skip
 
     def complete_many(self, results: Sequence[Completion]) -> list[Task | None | BrokerError]:
-        """``complete`` for several attempts in one round trip; each is still its own atomic
-        script. Per result: the succeeded task, None (this lease already recorded one) or the
-        error."""
-        answers = self._run_many("complete", ([r.task_id, r.lease_id, r.result_key,
-                                               r.content_type, r.size, r.model_version]
-                                              for r in results))  # fmt: skip
+        """``complete`` for several attempts in one script; their ``done`` events go out as
+        one message. Per result: the succeeded task, None (this lease already recorded one) or
+        the error."""
+        if not results:
+            return []
+        replies = self._run("complete", *(part for r in results for part in (
+            r.task_id, r.lease_id, r.result_key, r.content_type, r.size, r.model_version)))
         outcomes: list[Task | None | BrokerError] = []
-        for r, (outcome, *rest) in zip(results, answers, strict=True):
+        for r, (outcome, *rest) in zip(results, replies, strict=True):
             try:
                 self._check(outcome, rest, r.task_id)
             except BrokerError as exc:

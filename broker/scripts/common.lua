@@ -8,6 +8,29 @@ local function queue_key(q) return prefix .. ':queue:' .. q end
 local function running_key(q) return prefix .. ':running:' .. q end
 local function fmt_time(t) return string.format('%.3f', t) end
 
+-- Pub/sub events ("queued:<queue>", "done:<task_id>\n<notice>", "webhook"). A message holds one
+-- event, or several joined by EVENT_SEPARATOR (broker/notify.py reads both). A script that
+-- handles a batch calls hold_events() first and publish_held() last: its events go out
+-- together, EVENTS_PER_MESSAGE to a message, so each broker process's listener reads one
+-- message a batch rather than one a task.
+local held = nil
+local function publish_held()
+  if held and #held > 0 then redis.call('PUBLISH', events, table.concat(held, EVENT_SEPARATOR)) end
+  held = nil
+end
+local function hold_events() held = {} end
+local function publish(event)
+  if not held then
+    redis.call('PUBLISH', events, event)
+    return
+  end
+  held[#held + 1] = event
+  if #held >= EVENTS_PER_MESSAGE then
+    publish_held()
+    held = {}
+  end
+end
+
 -- Activity for the dashboard and /metrics, written with the transitions it counts. The constants
 -- (HISTOGRAM_BUCKETS, WORKERS_MAX, ...) come from broker/keys.py, prepended to every script.
 local function count(queue, what)
@@ -74,7 +97,7 @@ local function webhook_event(tk, id, wanted, kind, progress)
   local outbox = prefix .. ':webhook:outbox'
   redis.call('LPUSH', outbox, cjson.encode(item))
   redis.call('LTRIM', outbox, 0, WEBHOOK_OUTBOX_MAX - 1)
-  redis.call('PUBLISH', events, 'webhook')
+  publish('webhook')
 end
 
 local EVENT_OF = {succeeded = 'completed', failed = 'failed', canceled = 'canceled', expired = 'expired'}
@@ -95,7 +118,7 @@ local function finish(tk, id, status, error_text)
   if status == 'succeeded' or status == 'failed' then count_finished(t[1]) end
   webhook_event(tk, id, status == 'succeeded' and 'completed' or 'failed', EVENT_OF[status], nil)
   -- The notice carries the final hash, so a waiting client answers without reading it again.
-  redis.call('PUBLISH', events, 'done:' .. id .. '\n' .. cjson.encode(redis.call('HGETALL', tk)))
+  publish('done:' .. id .. '\n' .. cjson.encode(redis.call('HGETALL', tk)))
 end
 
 local function requeue(tk, id, queue, error_text)
@@ -104,7 +127,7 @@ local function requeue(tk, id, queue, error_text)
              'queued_at', fmt_time(now))
   redis.call('ZADD', queue_key(queue), score, id)
   redis.call('ZADD', prefix .. ':ttl', redis.call('HGET', tk, 'expires_at'), id)
-  redis.call('PUBLISH', events, 'queued:' .. queue)
+  publish('queued:' .. queue)
   count(queue, 'redelivered')
 end
 

@@ -1,2 +1,5 @@
 -- Reap expired leases in every queue. ARGV: prefix, now, limit.
-return reap(tonumber(ARGV[3]))
+hold_events()
+local reaped = reap(tonumber(ARGV[3]))
+publish_held()
+return reaped

@@ -13,5 +13,5 @@ redis.call('HSET', tk, 'status', 'queued', 'attempts', tostring(attempts), 'leas
            'queued_at', fmt_time(now))
 redis.call('ZADD', queue_key(t[3]), t[4], id)
 redis.call('ZADD', prefix .. ':ttl', redis.call('HGET', tk, 'expires_at'), id)
-redis.call('PUBLISH', events, 'queued:' .. t[3])
+publish('queued:' .. t[3])
 return {'ok', 'queued'}

@@ -15,7 +15,7 @@ redis.call('SADD', prefix .. ':queues', queue)
 if status == 'queued' then
   redis.call('ZADD', queue_key(queue), score, id)
   redis.call('ZADD', prefix .. ':ttl', redis.call('HGET', tk, 'expires_at'), id)
-  redis.call('PUBLISH', events, 'queued:' .. queue)
+  publish('queued:' .. queue)
 else
   redis.call('ZADD', prefix .. ':finished', redis.call('HGET', tk, 'finished_at'), id)
 end

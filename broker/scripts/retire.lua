@@ -6,10 +6,12 @@
 -- ARGV: prefix, now, retention, tombstone, limit. Returns {expired, retired}.
 local retention, tombstone, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local expired, retired = 0, 0
+hold_events()  -- the expired tasks' events, as one message
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', prefix .. ':ttl', '-inf', now, 'LIMIT', 0, limit)) do
   if settle(id) == 'expired' then expired = expired + 1 end
   redis.call('ZREM', prefix .. ':ttl', id)  -- running or final: a later take settles it
 end
+publish_held()
 local cutoff = fmt_time(now - retention)
 local final = {succeeded = true, failed = true, canceled = true, expired = true}
 local why = 'deleted after the retention period: the payload and result are gone'

@@ -3,7 +3,9 @@
 --       then max_tasks fresh lease ids.
 local lease, max_tasks, worker, reap_limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local nq = tonumber(ARGV[7])
+hold_events()  -- the reaped tasks' events, as one message
 reap(reap_limit)
+publish_held()
 local taken = {}
 for qi = 1, nq do
   local q = ARGV[7 + qi]

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import redis
 import requests
@@ -416,8 +417,9 @@ class Chaos:
     def _busy_workers(self) -> list[str]:
         """The workers holding a task now, from the index."""
         client = self.redis.client()
-        running = client.zrange("inferbox:running:chaos", 0, -1)
-        ids = [client.hget(f"inferbox:task:{task_id.decode()}", "worker_id") for task_id in running]
+        running = cast(list[bytes], client.zrange("inferbox:running:chaos", 0, -1))
+        ids = [cast(bytes | None, client.hget(f"inferbox:task:{task_id.decode()}", "worker_id"))
+               for task_id in running]  # fmt: skip
         return [worker.decode() for worker in ids if worker]
 
     def _drain(self) -> None:

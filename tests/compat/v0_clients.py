@@ -95,7 +95,7 @@ class CSharpClient:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         first = self._sock is None
         if first:
-            self._sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+            self._sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=30)
             self._reader = self._sock.makefile("rb")
         head = (f"POST {target} HTTP/1.1\r\n"
                 "Content-Type: application/json; charset=utf-8\r\n"

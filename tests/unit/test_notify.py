@@ -117,3 +117,18 @@ def test_a_watcher_gets_the_notice_of_the_message_that_woke_it_once(notifier):
         notifier.publish("done:t1")  # a message without a notice
         assert settle([watcher], 1) == [True]
         assert watcher.take_notice() is None
+
+
+def test_each_event_of_a_message_wakes_as_a_message_of_its_own(notifier):
+    """A batch's events come in one message: each done event wakes its watcher with its own
+    notice, and each queued event one more taker."""
+    with ExitStack() as stack:
+        takers = [stack.enter_context(notifier.listen(["queued:q"], taker=True))
+                  for _ in range(3)]  # fmt: skip
+        first, second, bystander = (stack.enter_context(notifier.listen([topic]))
+                                    for topic in ("done:t1", "done:t2", "done:t3"))  # fmt: skip
+        notifier.publish("\n\n".join(["queued:q", "done:t1\n[\"id\", \"t1\"]", "queued:q",
+                                      "done:t2\n[\"id\", \"t2\"]"]))  # fmt: skip
+        assert settle([*takers, first, second, bystander], 4) == [True, True, False, True,
+                                                                   True, False]  # fmt: skip
+        assert (first.take_notice(), second.take_notice()) == (b'["id", "t1"]', b'["id", "t2"]')

@@ -9,6 +9,7 @@ import pytest
 from broker import keys as K
 from broker.errors import LeaseLost, TaskFinished, TaskNotFound
 from broker.queue import Completion, NewTask, TaskQueue, notified_task
+from broker.task import Lease
 
 
 @pytest.fixture
@@ -293,8 +294,8 @@ def test_release_wakes_waiting_takers(queue, any_redis):
     assert message is not None and message["data"] == b"queued:q"
 
 
-def _next_message(pubsub) -> bytes | None:
-    for _ in range(50):
+def _next_message(pubsub, tries: int = 50) -> bytes | None:
+    for _ in range(tries):
         message = pubsub.get_message(timeout=0.1)
         if message:
             return message["data"]
@@ -350,7 +351,7 @@ def _batch(count: int) -> list[tuple[NewTask, None]]:
             for _ in range(count)]  # fmt: skip
 
 
-def test_pipelined_scripts_run_again_after_redis_loses_them(queue, any_redis):
+def test_batch_scripts_run_again_after_redis_loses_them(queue, any_redis):
     queue.submit_many(_batch(2))
     any_redis.script_flush()  # as after a Redis restart: the SHAs the queue holds name nothing
     ids = [submitted.task_id for submitted in queue.submit_many(_batch(2))]
@@ -363,18 +364,72 @@ def test_pipelined_scripts_run_again_after_redis_loses_them(queue, any_redis):
 
 
 @pytest.mark.redis
-def test_a_pipeline_of_scripts_is_one_round_trip(real_redis, clock):
-    """No ``SCRIPT EXISTS`` before each pipeline of scripts (redis-py's own pipelined
-    ``Script`` sends one): the scripts are loaded once and called by SHA."""
+def test_a_batch_is_one_script_call(real_redis, clock):
+    """A batch of submits or of results is one ``EVALSHA`` (the script loaded once, called
+    by SHA, no ``SCRIPT EXISTS`` first)."""
     queue = TaskQueue(real_redis, prefix="t", clock=clock)
-    queue.submit_many(_batch(1))  # loads the script if this Redis lacks it
 
-    def asked() -> int:
-        return int(real_redis.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0))
+    def cycle(count: int) -> list[Lease]:
+        queue.submit_many(_batch(count))
+        return queue.take(["q"], max_tasks=count, lease_seconds=5, worker_id="w")
 
-    before = asked()
-    queue.submit_many(_batch(3))
-    leases = queue.take(["q"], max_tasks=4, lease_seconds=5, worker_id="w")
+    queue.complete_many([Completion(lease.task_id, lease.lease_id, "r", "x", 1)
+                         for lease in cycle(1)])  # loads the scripts if this Redis lacks them
+
+    def calls(command: str) -> int:
+        return int(real_redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    exists, evalsha = calls("script|exists"), calls("evalsha")
+    leases = cycle(4)
     done = [Completion(lease.task_id, lease.lease_id, "r", "x", 1) for lease in leases]
     assert all(task.status == "succeeded" for task in queue.complete_many(done))
-    assert asked() == before
+    assert calls("evalsha") == evalsha + 3  # the submits, the take, the results
+    assert calls("script|exists") == exists
+
+
+def _messages(pubsub) -> list[list[bytes]]:
+    """The messages published so far, each split into its events."""
+    messages = []
+    while (data := _next_message(pubsub, tries=3)) is not None:
+        messages.append(data.split(K.EVENT_SEPARATOR.encode()))
+    return messages
+
+
+def test_a_batch_publishes_its_events_as_one_message(queue, any_redis):
+    pubsub = any_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(queue.keys.events)
+    ids = [submitted.task_id for submitted in queue.submit_many(_batch(3))]
+    assert _messages(pubsub) == [[b"queued:q"] * 3]  # one event a task: three takers to wake
+    leases = queue.take(["q"], max_tasks=3, lease_seconds=5, worker_id="w")
+    queue.complete_many([Completion(lease.task_id, lease.lease_id, "r", "x", 1)
+                         for lease in leases])  # fmt: skip
+    ((*events,),) = _messages(pubsub)
+    pubsub.close()
+    assert [event.partition(b"\n")[0] for event in events] == [f"done:{i}".encode() for i in ids]
+    assert [notified_task(event.partition(b"\n")[2]) for event in events] == queue.get_many(ids)
+
+
+def test_a_batch_larger_than_a_message_is_split(queue, any_redis):
+    pubsub = any_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(queue.keys.events)
+    queue.submit_many(_batch(K.EVENTS_PER_MESSAGE + 1))
+    assert [len(events) for events in _messages(pubsub)] == [K.EVENTS_PER_MESSAGE, 1]
+    queue.submit(_batch(1)[0][0])  # a single submit publishes its event alone, as before
+    assert _messages(pubsub) == [[b"queued:q"]]
+    pubsub.close()
+
+
+@pytest.mark.parametrize("reaper", ["reap", "take"])
+def test_a_reap_publishes_its_events_as_one_message(queue, any_redis, clock, reaper):
+    for _ in range(3):
+        submit(queue)
+    queue.take(["q"], max_tasks=3, lease_seconds=5, worker_id="w")
+    pubsub = any_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(queue.keys.events)
+    clock.advance(6)
+    if reaper == "reap":
+        assert queue.reap() == 3
+    else:  # a take reaps lapsed leases first, whatever queue it takes from
+        assert queue.take(["other"], max_tasks=1, lease_seconds=5, worker_id="w2") == []
+    assert _messages(pubsub) == [[b"queued:q"] * 3]  # all three back in the queue
+    pubsub.close()

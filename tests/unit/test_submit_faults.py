@@ -34,10 +34,10 @@ def test_redis_failure_before_indexing_deletes_the_payload(app, store, monkeypat
     queue = box(app).mailbox.queue
     run = queue._run
 
-    def failing(name, *args):
+    def failing(name, *args, **options):
         if name == "submit":
             raise Unavailable("Redis failed during submit: connection reset")
-        return run(name, *args)
+        return run(name, *args, **options)
 
     monkeypatch.setattr(queue, "_run", failing)
     unavailable(app.test_client().post("/predict", data=b"x", headers=CLIENT))
@@ -50,8 +50,8 @@ def test_redis_failure_after_indexing_keeps_the_payload(app, store, monkeypatch)
     queue = box(app).mailbox.queue
     run = queue._run
 
-    def answer_lost(name, *args):
-        result = run(name, *args)
+    def answer_lost(name, *args, **options):
+        result = run(name, *args, **options)
         if name == "submit":
             raise Unavailable("Redis failed during submit: connection reset")
         return result
@@ -71,10 +71,10 @@ def test_when_redis_cannot_tell_the_janitor_restores_the_task(app, store, clock,
     queue = box(app).mailbox.queue
     run = queue._run
 
-    def failing(name, *args):
+    def failing(name, *args, **options):
         if name == "submit":
             raise Unavailable("Redis failed during submit: connection reset")
-        return run(name, *args)
+        return run(name, *args, **options)
 
     def blind(task_ids):
         raise Unavailable("Redis is down")
