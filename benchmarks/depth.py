@@ -108,8 +108,8 @@ def depth_section(sizes: Sizes, log: Any = print) -> Section:
         "`POST /getnexttask?max_tasks=1&wait=0` over a keep-alive session, payload body read; "
         f"broker: 1 gunicorn process x {SMALL_BROKER_THREADS} threads, memory:// storage.",
         f"The long queue: {head} head tasks submitted over HTTP (with payloads), then "
-        f"{sizes.depth_large:,} created by the broker's own `submit.lua` (called by SHA, "
-        f"{CHUNK} per pipeline, the exact arguments `TaskQueue.submit` passes) in "
+        f"{sizes.depth_large:,} created by the broker's own `submit.lua` (`TaskQueue.submit_many`, "
+        f"{CHUNK:,} a script call, as `/predictbatch` calls it) in "
         f"{fill_seconds:.1f} s: same task hash, queue and ttl index entries as an HTTP submit, "
         f"no idempotency key and no payload blob (never taken). {depth:,} tasks queued; Redis "
         f"memory grew {grown:,.0f} MB. DB 12 is flushed afterwards.",
