@@ -368,11 +368,11 @@ class Mailbox:
               seen: _Seen | None = None) -> _Seen:  # fmt: skip
         """``look()`` until ``ready`` accepts what it saw, ``seconds`` pass or the process starts
         closing; returns the last look. It looks again whenever ``woken`` is set (a message on
-        a channel it listens to), and every ``notifier.recheck`` seconds in case a notice was
-        lost; a ``taker`` looks when the notifier picks it, for a message or a recheck (see
-        ``broker.notify``). When a message came with a notice, ``heard(notice)`` stands in for
-        the look, unless it returns None; ``seen`` stands in for the first look (what the
-        caller saw after it began listening)."""
+        a channel it listens to), and after each ``notifier.watch_pause()`` in case a notice
+        was lost; a ``taker`` looks when the notifier picks it, for a message or a recheck
+        (see ``broker.notify``). When a message came with a notice, ``heard(notice)`` stands
+        in for the look, unless it returns None; ``seen`` stands in for the first look (what
+        the caller saw after it began listening)."""
         deadline = time.monotonic() + seconds
         while True:
             if seen is None:
@@ -384,7 +384,7 @@ class Mailbox:
             remaining = deadline - time.monotonic()
             if ready(seen) or remaining <= 0 or self.closing.is_set():
                 return seen
-            woken.wait(remaining if taker else min(self.notifier.recheck, remaining))
+            woken.wait(remaining if taker else min(self.notifier.watch_pause(), remaining))
             seen = None
 
     def open_result(self, task: Task) -> Blob:

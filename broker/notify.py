@@ -3,12 +3,14 @@
 The state machine publishes ``queued:<queue>`` and ``done:<task_id>`` on one pub/sub channel from
 inside its scripts. A :class:`Notifier` runs one listener thread per broker process that fans each
 message out to the threads waiting on it, so a thousand waiting requests hold one subscription,
-not a thousand blocked connections. Pub/sub is not durable, so waiters also re-read the state at
-least every ``recheck`` seconds (``RECHECK_INTERVAL``): a lost message costs latency, never
-correctness. Watchers time their own re-reads. For takers the listener thread does it: every
-``recheck`` seconds it wakes the longest-waiting taker of each topic (unless one is already awake),
-so idle workers cost one look per queue, process and interval, not one each. When the listener
-loses Redis and subscribes again, it wakes every waiter at once.
+not a thousand blocked connections. Pub/sub is not durable, so waiters also re-read the state
+now and then: a lost message costs latency, never correctness. When the listener loses Redis and
+subscribes again, it wakes every waiter at once; beyond that, watchers time their own re-reads,
+about every ``watch_recheck`` seconds (``WATCH_RECHECK_INTERVAL``, each wait drawn from 0.5-1.5
+times it: a thousand clients that came at once would otherwise re-read at once, every time).
+For takers the listener thread does it: every ``recheck`` seconds (``RECHECK_INTERVAL``) it
+wakes the longest-waiting taker of each topic (unless one is already awake), so idle workers
+cost one look per queue, process and interval, not one each.
 
 A message holds one *event* or several, joined by ``EVENT_SEPARATOR`` (a blank line): a script
 that handles a batch publishes its events together (``hold_events`` in ``common.lua``), so a
@@ -29,6 +31,7 @@ wake unused, passes it on to another.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import defaultdict
@@ -59,11 +62,12 @@ class Wake(threading.Event):
 
 
 class Notifier:
-    def __init__(self, client: redis.Redis, channel: str, *,
-                 recheck: float = K.RECHECK_INTERVAL) -> None:  # fmt: skip
+    def __init__(self, client: redis.Redis, channel: str, *, recheck: float = K.RECHECK_INTERVAL,
+                 watch_recheck: float = K.WATCH_RECHECK_INTERVAL) -> None:  # fmt: skip
         self._redis = client
         self._channel = channel
         self.recheck = recheck
+        self.watch_recheck = watch_recheck
         self._lock = threading.Lock()
         # topic -> the events waiting on it, oldest first, each with whether it is a taker
         self._waiters: dict[str, dict[Wake, bool]] = defaultdict(dict)
@@ -99,6 +103,11 @@ class Notifier:
 
     def close(self) -> None:
         self._closed.set()
+
+    def watch_pause(self) -> float:
+        """Seconds a watcher waits before it re-reads without a notice: ``watch_recheck``
+        times a factor drawn from 0.5-1.5, so that waiters which came together spread out."""
+        return self.watch_recheck * (0.5 + random.random())
 
     def wake_all(self) -> None:
         """Wake every waiter now, whatever it listens for."""

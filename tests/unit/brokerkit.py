@@ -36,7 +36,7 @@ def make_app(
     client = redis if redis is not None else fakeredis.FakeRedis(server=fakeredis.FakeServer())
     queue = TaskQueue(client, clock=clock)
     app = create_app(replace(SETTINGS, **settings), queue=queue, store=store)
-    box(app).mailbox.notifier.recheck = 0.05
+    box(app).mailbox.notifier.recheck = box(app).mailbox.notifier.watch_recheck = 0.05
     return app
 
 

@@ -31,7 +31,8 @@ app = create_app(
     queue=TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer())),
     store=open_store("memory://"),
 )  # fmt: skip
-app.extensions["inferbox"].mailbox.notifier.recheck = 0.05
+notifier = app.extensions["inferbox"].mailbox.notifier
+notifier.recheck = notifier.watch_recheck = 0.05
 schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
 cases: list[str] = []
 

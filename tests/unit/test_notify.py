@@ -132,3 +132,11 @@ def test_each_event_of_a_message_wakes_as_a_message_of_its_own(notifier):
         assert settle([*takers, first, second, bystander], 4) == [True, True, False, True,
                                                                    True, False]  # fmt: skip
         assert (first.take_notice(), second.take_notice()) == (b'["id", "t1"]', b'["id", "t2"]')
+
+
+def test_watcher_pauses_spread_around_the_watch_recheck():
+    """Waiters that came together re-read apart: each pause is drawn from 0.5-1.5 x."""
+    notifier = Notifier(fakeredis.FakeRedis(), CHANNEL, watch_recheck=2.0)
+    pauses = [notifier.watch_pause() for _ in range(200)]
+    assert min(pauses) >= 1.0 and max(pauses) < 3.0
+    assert max(pauses) - min(pauses) > 1.0

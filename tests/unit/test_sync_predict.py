@@ -26,7 +26,8 @@ def app(store):
                         max_wait=3)  # fmt: skip
     queue = TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
     app = create_app(settings, queue=queue, store=store)
-    app.extensions["inferbox"].mailbox.notifier.recheck = 0.05
+    notifier = app.extensions["inferbox"].mailbox.notifier
+    notifier.recheck = notifier.watch_recheck = 0.05
     return app
 
 
@@ -136,7 +137,8 @@ def test_a_replayed_submit_waits_on_the_original_task(app):
 
 
 def test_the_answer_costs_no_read_of_the_task(app):
-    app.extensions["inferbox"].mailbox.notifier.recheck = 60  # only the done notice wakes it
+    notifier = app.extensions["inferbox"].mailbox.notifier
+    notifier.recheck = notifier.watch_recheck = 60  # only the done notice wakes it
     serve_one(app, body=b"quick", delay=0.2)
     reads = count_reads(app.extensions["inferbox"].mailbox.queue)
     response = app.test_client().post("/predict?wait=30", data=b"x", headers=CLIENT)
@@ -149,7 +151,7 @@ def test_a_task_that_ends_during_its_submit_is_answered_by_its_notice(app):
     """The wait listens before the task exists: a worker quicker than the submit's return
     still wakes it (else it would sleep until the wait runs out)."""
     mailbox = app.extensions["inferbox"].mailbox
-    mailbox.notifier.recheck = 60
+    mailbox.notifier.recheck = mailbox.notifier.watch_recheck = 60
     submit = mailbox.submit
 
     def submit_then_finish(*args, **kwargs):

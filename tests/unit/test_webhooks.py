@@ -116,7 +116,8 @@ def make_app(**settings):
     base = dict(client_tokens=("c",), worker_tokens=("w",), storage_url="memory://")
     queue = TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
     app = create_app(Settings(**{**base, **settings}), queue=queue, store=open_store("memory://"))
-    app.extensions["inferbox"].mailbox.notifier.recheck = 0.05
+    notifier = app.extensions["inferbox"].mailbox.notifier
+    notifier.recheck = notifier.watch_recheck = 0.05
     return app
 
 
