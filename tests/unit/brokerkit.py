@@ -36,12 +36,19 @@ def make_app(
     client = redis if redis is not None else fakeredis.FakeRedis(server=fakeredis.FakeServer())
     queue = TaskQueue(client, clock=clock)
     app = create_app(replace(SETTINGS, **settings), queue=queue, store=store)
-    box(app).mailbox.notifier.recheck = box(app).mailbox.notifier.watch_recheck = 0.05
+    recheck_every(app, 0.05)
     return app
 
 
 def box(app: Flask) -> Inferbox:
     return app.extensions["inferbox"]  # type: ignore[no-any-return]
+
+
+def recheck_every(app: Flask, seconds: float) -> None:
+    """Make the app's waiting takes and clients re-read their state every ``seconds`` without a
+    notice: small to keep a test quick, large so that only a notice can wake a wait."""
+    notifier = box(app).mailbox.notifier
+    notifier.recheck = notifier.watch_recheck = seconds
 
 
 def submit(http: FlaskClient, body: bytes = b'{"x": 1}', headers: dict | None = None,

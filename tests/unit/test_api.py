@@ -13,7 +13,7 @@ import pytest
 
 from broker import Settings, create_app
 from broker.queue import TaskQueue
-from tests.unit.brokerkit import count_reads
+from tests.unit.brokerkit import count_reads, recheck_every
 
 CLIENT = {"Authorization": "Bearer alice-token"}
 OTHER_CLIENT = {"Authorization": "Bearer bob-token"}
@@ -29,8 +29,7 @@ def app(store, clock):
     )  # fmt: skip
     queue = TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()), clock=clock)
     app = create_app(settings, queue=queue, store=store)
-    notifier = app.extensions["inferbox"].mailbox.notifier
-    notifier.recheck = notifier.watch_recheck = 0.05
+    recheck_every(app, 0.05)
     return app
 
 
@@ -181,7 +180,7 @@ def test_getresult_long_poll_answers_when_the_task_finishes(http):
 
 def test_a_woken_getresult_answers_from_the_done_notice_without_reading_the_task(app, http):
     mailbox = app.extensions["inferbox"].mailbox
-    mailbox.notifier.recheck = mailbox.notifier.watch_recheck = 60  # only the notice wakes the wait
+    recheck_every(app, 60)  # only the notice wakes the wait
     task_id = submit(http)
     lease_id = take(http).headers["X-Inferbox-Lease-Id"]
     reads = count_reads(mailbox.queue)  # by this thread: the waiting request

@@ -19,6 +19,7 @@ from broker import Settings, create_app
 from broker.openapi import spec
 from broker.queue import TaskQueue
 from storage import open_store
+from tests.unit.brokerkit import recheck_every
 
 EXAMPLES_PER_OPERATION = 80
 MINIMUM_CASES = 500
@@ -31,8 +32,7 @@ app = create_app(
     queue=TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer())),
     store=open_store("memory://"),
 )  # fmt: skip
-notifier = app.extensions["inferbox"].mailbox.notifier
-notifier.recheck = notifier.watch_recheck = 0.05
+recheck_every(app, 0.05)
 schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
 cases: list[str] = []
 

@@ -12,7 +12,7 @@ import pytest
 
 from broker import Settings, create_app
 from broker.queue import TaskQueue
-from tests.unit.brokerkit import count_reads
+from tests.unit.brokerkit import count_reads, recheck_every
 
 CLIENT = {"Authorization": "Bearer alice-token"}
 OTHER_CLIENT = {"Authorization": "Bearer bob-token"}
@@ -26,8 +26,7 @@ def app(store):
                         max_wait=3)  # fmt: skip
     queue = TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
     app = create_app(settings, queue=queue, store=store)
-    notifier = app.extensions["inferbox"].mailbox.notifier
-    notifier.recheck = notifier.watch_recheck = 0.05
+    recheck_every(app, 0.05)
     return app
 
 
@@ -137,8 +136,7 @@ def test_a_replayed_submit_waits_on_the_original_task(app):
 
 
 def test_the_answer_costs_no_read_of_the_task(app):
-    notifier = app.extensions["inferbox"].mailbox.notifier
-    notifier.recheck = notifier.watch_recheck = 60  # only the done notice wakes it
+    recheck_every(app, 60)  # only the done notice wakes it
     serve_one(app, body=b"quick", delay=0.2)
     reads = count_reads(app.extensions["inferbox"].mailbox.queue)
     response = app.test_client().post("/predict?wait=30", data=b"x", headers=CLIENT)
@@ -151,7 +149,7 @@ def test_a_task_that_ends_during_its_submit_is_answered_by_its_notice(app):
     """The wait listens before the task exists: a worker quicker than the submit's return
     still wakes it (else it would sleep until the wait runs out)."""
     mailbox = app.extensions["inferbox"].mailbox
-    mailbox.notifier.recheck = mailbox.notifier.watch_recheck = 60
+    recheck_every(app, 60)
     submit = mailbox.submit
 
     def submit_then_finish(*args, **kwargs):

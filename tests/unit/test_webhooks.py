@@ -20,6 +20,7 @@ from client_sdk.errors import WebhookVerificationError
 from client_sdk.webhooks import sign, verify
 from storage import open_store
 from tests.receiver import Receiver
+from tests.unit.brokerkit import recheck_every
 
 SECRET = "whsec_" + base64.b64encode(b"sixteen byte key").decode()
 CLIENT = {"Authorization": "Bearer c"}
@@ -116,8 +117,7 @@ def make_app(**settings):
     base = dict(client_tokens=("c",), worker_tokens=("w",), storage_url="memory://")
     queue = TaskQueue(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
     app = create_app(Settings(**{**base, **settings}), queue=queue, store=open_store("memory://"))
-    notifier = app.extensions["inferbox"].mailbox.notifier
-    notifier.recheck = notifier.watch_recheck = 0.05
+    recheck_every(app, 0.05)
     return app
 
 
