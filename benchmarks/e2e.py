@@ -301,7 +301,8 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
         f"`--batch-size {BATCH_SIZE}`.",
         f"`{FLOOR}`: no broker, no Redis, no storage; each task is 4 `POST` round trips "
         "(small JSON) to the trivial app of the latency floor (the broker's gunicorn "
-        "settings) over a keep-alive `requests.Session` per client thread, as the SDK's. It "
+        "settings), made by the SDK's own exchange code (`client_sdk.http.send` on a session "
+        "of `make_session`) over a keep-alive connection per client thread. It "
         "is the most any design crossing 4 HTTP exchanges per task could reach with these "
         f"HTTP stacks here: {fmt(paired_ratio(bare, celery))}x Celery. inferbox submit + "
         f"result reaches {fmt(paired_ratio(one, bare))}x of it.",
@@ -343,8 +344,9 @@ def latency_section(rows: list[Latency], sizes: Sizes) -> Section:
         "(one client thread, 20 untimed first in each round), pooled over the rounds; "
         "submit -> result in the client's hand. The floors are measured at the end of each "
         "round and pooled likewise.",
-        "Floor: the same number of sequential `POST` round trips (small JSON) over one "
-        "keep-alive `requests.Session` to a trivial WSGI app served with "
+        "Floor: the same number of sequential `POST` round trips (small JSON), made by the "
+        "SDK's own exchange code (`client_sdk.http.send`) over one keep-alive session, to a "
+        "trivial WSGI app served with "
         f"`broker.cli.gunicorn_options` (gthread, {BROKER_PROCESSES} x {BROKER_THREADS} "
         f"threads, keepalive {procs.server_option('keepalive')} s): 4 for "
         "submit + `getresult?wait` (submit, the worker's take answer, the worker's result "

@@ -4,8 +4,9 @@
 
 ``broker.cli.gunicorn_options`` gives the worker class, threads, keep-alive and timeouts the
 broker runs with; only the application differs (``POST /echo`` answers its body, ``GET
-/healthz`` 200). Round trips to it, over a keep-alive ``requests.Session`` like the SDK's, are
-the least one HTTP exchange can cost on this machine.
+/healthz`` 200). Round trips to it, made by the SDK's own exchange code (``client_sdk.http``: a
+session ``make_session`` settles for the server, each call through ``send``), are the least one
+SDK exchange can cost on this machine.
 """
 
 from __future__ import annotations
@@ -53,17 +54,33 @@ def serve(port: int) -> None:
     Server().run()
 
 
+def session(url: str) -> requests.Session:
+    """A keep-alive session for the floor at ``url``, as the SDK's client and worker make."""
+    from client_sdk.http import make_session
+
+    return make_session(None, base_url=url)
+
+
+def echo(session: requests.Session, url: str, payload: Any) -> Any:
+    """One ``POST /echo`` exchange through the SDK's ``send``; the echoed document."""
+    from client_sdk.http import json_document, raise_for_error, send
+
+    response = send(session, "POST", f"{url}/echo", json={"echo": payload}, timeout=30)
+    raise_for_error(response)
+    return json_document(response)["echo"]
+
+
 def round_trips(url: str, groups: int, per_group: int) -> list[float]:
     """Seconds of each of ``groups`` runs of ``per_group`` sequential ``POST /echo`` round
     trips (small JSON bodies) over one keep-alive session."""
     timings = []
-    with requests.Session() as session:
+    with session(url) as floor:
         for _ in range(20):  # warm-up: connection open, code paths hot
-            session.post(f"{url}/echo", json={"i": 0}).raise_for_status()
+            echo(floor, url, {"i": 0})
         for index in range(groups):
             started = time.perf_counter()
             for _ in range(per_group):
-                session.post(f"{url}/echo", json={"i": index}).raise_for_status()
+                echo(floor, url, {"i": index})
             timings.append(time.perf_counter() - started)
     return timings
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from benchmarks import procs
+from benchmarks import floor, procs
 from benchmarks.config import (
     BROKER_PROCESSES,
     BROKER_THREADS,
@@ -150,24 +150,21 @@ def start_floor(group: procs.Processes) -> str:
 @contextmanager
 def http_floor(hops: tuple[int, ...] = (4, 2)) -> Iterator[list[Driver]]:
     """No broker at all: each task is so many bare ``POST /echo`` round trips to the trivial
-    app of ``benchmarks.floor`` (the broker's gunicorn settings), over a keep-alive
-    ``requests.Session`` per client thread like the SDK's; one driver per count in ``hops``.
-    Its throughput is the most any design crossing that many HTTP exchanges per task could
-    reach with these HTTP stacks on this machine, whatever it did inside them."""
-    import requests
-
+    app of ``benchmarks.floor`` (the broker's gunicorn settings), through the SDK's exchange
+    code (``benchmarks.floor.echo``) over a keep-alive session per client thread; one driver per
+    count in ``hops``. Its throughput is the most any design crossing that many HTTP exchanges
+    per task could reach with these HTTP stacks on this machine, whatever it did inside them."""
     with procs.Processes() as group:
         url = start_floor(group)
 
         def caller(count: int) -> Callable[[], Call]:
             def make() -> Call:
-                session = requests.Session()
+                session = floor.session(url)
 
                 def call(payload: Any) -> Any:
                     for _ in range(count):
-                        response = session.post(f"{url}/echo", json=payload)
-                        response.raise_for_status()
-                    return response.json()
+                        echoed = floor.echo(session, url, payload)
+                    return echoed
 
                 return call
 

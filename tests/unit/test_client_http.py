@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import random
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +125,110 @@ def test_connection_failure_becomes_broker_unavailable() -> None:
         send(requests.Session(), "GET", URL, timeout=1)
     assert caught.value.status_code is None
     assert isinstance(caught.value.__cause__, requests.ConnectionError)
+
+
+class Scripted:
+    """A real HTTP/1.1 server on a loopback port: answers each request with the next of
+    ``answers`` (status, headers), the last one again once they run out, and records what
+    came (method, path, headers, body, the client's port)."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, str]]]) -> None:
+        self.answers = answers
+        self.seen: list[tuple[str, str, dict[str, str], bytes, int]] = []
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the broker's server
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                scripted.seen.append((self.command, self.path, dict(self.headers.items()),
+                                      body, self.client_address[1]))  # fmt: skip
+                index = min(len(scripted.seen), len(scripted.answers)) - 1
+                status, headers = scripted.answers[index]
+                reply = json.dumps({"n": len(scripted.seen)}).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_POST = _answer  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    server = Scripted([(200, {})])
+    yield server
+    server.close()
+
+
+def test_a_settled_session_sends_headers_params_and_json_and_keeps_its_connection(
+    scripted: Scripted,
+) -> None:
+    session = make_session("s3cret", base_url=scripted.url)
+    url = task_url(scripted.url, "getnexttask")
+    first = send(session, "POST", url, params={"queue": "q a", "wait": 5},
+                 json={"ids": ["a"]}, headers={"X-Extra": "1"}, timeout=5)  # fmt: skip
+    second = send(session, "GET", task_url(scripted.url, "healthz"), timeout=5)
+    assert (first.status_code, first.json(), second.json()) == (200, {"n": 1}, {"n": 2})
+    (method, path, headers, body, port), (_, _, again, _, port_again) = scripted.seen
+    assert (method, path) == ("POST", "/getnexttask?queue=q+a&wait=5")
+    assert headers["Authorization"] == "Bearer s3cret"
+    assert headers["User-Agent"].startswith("inferbox/")
+    assert (headers["X-Extra"], headers["Content-Type"]) == ("1", "application/json")
+    assert json.loads(body) == {"ids": ["a"]}
+    assert "X-Extra" not in again  # a call's headers are its own, not the session's
+    assert port_again == port  # one keep-alive connection for both
+
+
+def test_a_settled_session_without_a_token_sends_its_netrc_credentials(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password pw\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    session = make_session(None, base_url=scripted.url)
+    send(session, "GET", task_url(scripted.url, "healthz"), timeout=5)
+    assert scripted.seen[0][2]["Authorization"] == "Basic YWxpY2U6cHc="  # alice:pw
+
+
+def test_a_settled_session_retries_a_gateway_error_of_an_idempotent_call() -> None:
+    server = Scripted([(503, {}), (200, {})])
+    try:
+        session = make_session(None, retries=1, base_url=server.url)
+        response = send(session, "GET", task_url(server.url, "tasks", "t1"), timeout=5)
+    finally:
+        server.close()
+    assert (response.status_code, response.json(), len(server.seen)) == (200, {"n": 2}, 2)
+
+
+def test_a_redirect_is_not_followed_and_its_error_names_where_it_points() -> None:
+    server = Scripted([(307, {"Location": "https://elsewhere.test/predict"})])
+    try:
+        session = make_session("s3cret", base_url=server.url)
+        response = send(session, "POST", task_url(server.url, "predict"), data=b"{}",
+                        timeout=5)  # fmt: skip
+    finally:
+        server.close()
+    assert (response.status_code, len(server.seen)) == (307, 1)  # not followed
+    with pytest.raises(errors.APIError) as caught:
+        raise_for_error(response)
+    assert caught.value.status_code == 307
+    assert "https://elsewhere.test/predict" in caught.value.message
+    assert "does not follow redirects" in caught.value.message
 
 
 def test_task_url_encodes_each_segment() -> None:
