@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -182,12 +182,15 @@ def send(
 
 def _send_prepared(
     session: requests.Session, method: str, url: str, *, timeout: float, stream: bool = False,
-    headers: Mapping[str, str] | None = None, **body: Any,
+    headers: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
+    **body: Any,
 ) -> requests.Response:  # fmt: skip
-    """``method url`` on a settled session: ``body`` is ``params``, ``data`` and/or ``json``."""
-    merged = CaseInsensitiveDict(session.headers)
-    if headers:
-        merged.update(headers)
+    """``method url`` on a settled session: ``body`` is ``data`` and/or ``json``. ``params``
+    (a flat mapping; ``None`` values left out, as ``requests`` does) is encoded here."""
+    if params:
+        query = urlencode([(name, value) for name, value in params.items() if value is not None])
+        url = f"{url}{'&' if '?' in url else '?'}{query}" if query else url
+    merged = {**session.headers, **headers} if headers else session.headers  # prepare() copies
     prepared = requests.PreparedRequest()
     prepared.prepare(method=method, url=url, headers=merged, auth=session.auth, **body)
     proxies = session.rebuild_proxies(prepared, session.proxies) if session.proxies else {}

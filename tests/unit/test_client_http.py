@@ -180,7 +180,7 @@ def test_a_settled_session_sends_headers_params_and_json_and_keeps_its_connectio
 ) -> None:
     session = make_session("s3cret", base_url=scripted.url)
     url = task_url(scripted.url, "getnexttask")
-    first = send(session, "POST", url, params={"queue": "q a", "wait": 5},
+    first = send(session, "POST", url, params={"queue": "q a", "wait": 5, "ttl": None},
                  json={"ids": ["a"]}, headers={"X-Extra": "1"}, timeout=5)  # fmt: skip
     second = send(session, "GET", task_url(scripted.url, "healthz"), timeout=5)
     assert (first.status_code, first.json(), second.json()) == (200, {"n": 1}, {"n": 2})
