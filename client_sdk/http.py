@@ -166,7 +166,7 @@ def send(
     settings into the session's, the cookie jar, per-request hooks, redirects): the request is
     prepared here and handed straight to the session's mounted adapter, retries and pool
     included; the session's own response hooks still run.
-    That is a third less of the SDK's CPU a call. A redirect is then answered as it came
+    That is about a quarter less of the SDK's CPU a call. A redirect is then answered as it came
     (``raise_for_error`` names where it points). Any other session takes ``session.request``.
 
     The answer is returned whatever its status; pair with ``raise_for_error``.
