@@ -165,9 +165,9 @@ def send(
     ``Session.request`` redoes on every call and the SDK does not use (merging per-request
     settings into the session's, the cookie jar, per-request hooks, redirects): the request is
     prepared here and handed straight to the session's mounted adapter, retries and pool
-    included; the session's own response hooks still run.
-    That is about a quarter less of the SDK's CPU a call. A redirect is then answered as it came
-    (``raise_for_error`` names where it points). Any other session takes ``session.request``.
+    included; the session's own response hooks still run. That is about a quarter less of the
+    SDK's CPU a call. A redirect comes back as it was answered (``raise_for_error`` names where
+    it points). Any other session goes through ``session.request``.
 
     The answer is returned whatever its status; pair with ``raise_for_error``.
     """
