@@ -408,9 +408,13 @@ class BlobStoreContract:
 
         def reader() -> None:
             while not done.is_set():
-                with store.get("hot") as blob:
-                    version = int(blob.info.metadata["version"])
-                    data = blob.read()
+                try:
+                    with store.get("hot") as blob:
+                        version = int(blob.info.metadata["version"])
+                        data = blob.read()
+                except Exception as exc:  # noqa: BLE001 - a failed read fails the test below
+                    problems.append(repr(exc))
+                    return
                 if blob.info.size != size or data != _payload(version, size):
                     problems.append(version)
                 seen.add(version)
@@ -485,6 +489,11 @@ class TestS3MotoStore(BlobStoreContract):
     @pytest.fixture
     def store(self, s3_moto_store: BlobStore) -> BlobStore:
         return s3_moto_store
+
+    def test_readers_see_whole_blobs_during_overwrites(self, store: BlobStore) -> None:
+        pytest.skip("moto's in-process backend closes an overwritten object's buffer under a "
+                    "concurrent reader (ValueError: I/O operation on closed file); "
+                    "TestS3ServerStore runs this test against moto's HTTP server")
 
 
 class TestS3ServerStore(BlobStoreContract):
