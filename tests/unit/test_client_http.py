@@ -205,6 +205,21 @@ def test_a_settled_session_without_a_token_sends_its_netrc_credentials(
     assert scripted.seen[0][2]["Authorization"] == "Basic YWxpY2U6cHc="  # alice:pw
 
 
+def test_a_settled_session_sends_through_the_proxy_the_environment_names(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy"):  # the scripted server plays the proxy
+        monkeypatch.setenv(name, scripted.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = make_session("s3cret", base_url="http://broker.test")
+    response = send(session, "GET", task_url("http://broker.test", "tasks", "t1"), timeout=5)
+    assert response.json() == {"n": 1}
+    method, path, headers, _, _ = scripted.seen[0]
+    assert (method, path) == ("GET", "http://broker.test/tasks/t1")  # absolute: a proxy request
+    assert headers["Authorization"] == "Bearer s3cret"
+
+
 def test_a_settled_session_retries_a_gateway_error_of_an_idempotent_call() -> None:
     server = Scripted([(503, {}), (200, {})])
     try:
