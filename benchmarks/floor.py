@@ -19,6 +19,7 @@ from typing import Any
 import requests
 
 from benchmarks.config import BROKER_PROCESSES, BROKER_THREADS
+from client_sdk.http import json_document, make_session, raise_for_error, send
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -54,17 +55,8 @@ def serve(port: int) -> None:
     Server().run()
 
 
-def session(url: str) -> requests.Session:
-    """A keep-alive session for the floor at ``url``, as the SDK's client and worker make."""
-    from client_sdk.http import make_session
-
-    return make_session(None, base_url=url)
-
-
 def echo(session: requests.Session, url: str, payload: Any) -> Any:
     """One ``POST /echo`` exchange through the SDK's ``send``; the echoed document."""
-    from client_sdk.http import json_document, raise_for_error, send
-
     response = send(session, "POST", f"{url}/echo", json={"echo": payload}, timeout=30)
     raise_for_error(response)
     return json_document(response)["echo"]
@@ -74,13 +66,13 @@ def round_trips(url: str, groups: int, per_group: int) -> list[float]:
     """Seconds of each of ``groups`` runs of ``per_group`` sequential ``POST /echo`` round
     trips (small JSON bodies) over one keep-alive session."""
     timings = []
-    with session(url) as floor:
+    with make_session(None, base_url=url) as session:
         for _ in range(20):  # warm-up: connection open, code paths hot
-            echo(floor, url, {"i": 0})
+            echo(session, url, {"i": 0})
         for index in range(groups):
             started = time.perf_counter()
             for _ in range(per_group):
-                echo(floor, url, {"i": index})
+                echo(session, url, {"i": index})
             timings.append(time.perf_counter() - started)
     return timings
 

@@ -31,6 +31,7 @@ from benchmarks.config import (
     REDIS_URL,
     WORKER_PROCESSES,
 )
+from client_sdk.http import make_session
 
 Call = Callable[[Any], Any]
 RAM_DIR = "/dev/shm"
@@ -159,7 +160,7 @@ def http_floor(hops: tuple[int, ...] = (4, 2)) -> Iterator[list[Driver]]:
 
         def caller(count: int) -> Callable[[], Call]:
             def make() -> Call:
-                session = floor.session(url)
+                session = make_session(None, base_url=url)
 
                 def call(payload: Any) -> Any:
                     for _ in range(count):
