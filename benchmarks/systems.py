@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from client_sdk.http import make_session
 
 Call = Callable[[Any], Any]
 RAM_DIR = "/dev/shm"
+FLOOR_SERVER = ("-m", "benchmarks.floor")  # the floor's app under the broker's gunicorn settings
 
 
 # The names of the rows; the report finds its baselines and targets by them.
@@ -137,26 +138,28 @@ def rq_call(queue: Any, payload: Any) -> Any:
     return result.return_value
 
 
-def start_floor(group: procs.Processes) -> str:
+def start_floor(group: procs.Processes, server: Sequence[str] = FLOOR_SERVER) -> str:
     """``benchmarks.floor`` (the trivial app, the broker's gunicorn settings) on a loopback
-    port of ``group``; its base URL once it answers."""
+    port of ``group``; its base URL once it answers. ``server`` may name another command that
+    serves the same app (``benchmarks.servers``)."""
     port = procs.free_port()
-    server = group.start([procs.python(), "-m", "benchmarks.floor", "--port", str(port)],
-                         procs.child_env())  # fmt: skip
+    process = group.start([procs.python(), *server, "--port", str(port)], procs.child_env())
     url = f"http://127.0.0.1:{port}"
-    procs.wait_http(f"{url}/healthz", server)
+    procs.wait_http(f"{url}/healthz", process)
     return url
 
 
 @contextmanager
-def http_floor(hops: tuple[int, ...] = (4, 2)) -> Iterator[list[Driver]]:
+def http_floor(hops: tuple[int, ...] = (4, 2),
+               server: Sequence[str] = FLOOR_SERVER) -> Iterator[list[Driver]]:
     """No broker at all: each task is so many bare ``POST /echo`` round trips to the trivial
     app of ``benchmarks.floor`` (the broker's gunicorn settings), through the SDK's exchange
     code (``benchmarks.floor.echo``) over a keep-alive session per client thread; one driver per
     count in ``hops``. Its throughput is the most any design crossing that many HTTP exchanges
-    per task could reach with these HTTP stacks on this machine, whatever it did inside them."""
+    per task could reach with these HTTP stacks on this machine, whatever it did inside them.
+    ``server``: as for ``start_floor``."""
     with procs.Processes() as group:
-        url = start_floor(group)
+        url = start_floor(group, server)
 
         def caller(count: int) -> Callable[[], Call]:
             def make() -> Call:
@@ -176,14 +179,16 @@ def http_floor(hops: tuple[int, ...] = (4, 2)) -> Iterator[list[Driver]]:
 
 
 @contextmanager
-def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]:
+def inferbox(batch_size: int, *, durable: bool = True,
+             module: str = "broker.cli") -> Iterator[list[Driver]]:
     """inferbox in its production form: ``inferbox-broker serve`` (gunicorn gthread,
     ``BROKER_PROCESSES`` x ``BROKER_THREADS``) on the benchmark Redis and ``file://`` storage,
     with ``WORKER_PROCESSES`` ``inferbox-worker`` processes of ``batch_size`` and ``PREFETCH``
     batches ahead. ``durable=False``
     puts the ``file://`` store on a RAM file system (``/dev/shm``: the same code, no disk
     write waits, fsync costs nothing): a latency-only variant that shows the HTTP path alone.
-    (``memory://`` would not do: each of the broker's processes would hold its own store.)"""
+    (``memory://`` would not do: each of the broker's processes would hold its own store.)
+    ``module`` may name another command that serves the broker (``benchmarks.servers``)."""
     from client_sdk import Client
 
     flush()
@@ -191,9 +196,10 @@ def inferbox(batch_size: int, *, durable: bool = True) -> Iterator[list[Driver]]
     try:
         with procs.Processes() as group:
             profiled = _profiled(batch_size, durable)
+            options = {"module": module, **_sampler_options(profiled)}
             url, broker = procs.start_broker(group, REDIS_URL, Path(data).as_uri(),
                                              workers=BROKER_PROCESSES, threads=BROKER_THREADS,
-                                             **_sampler_options(profiled))  # fmt: skip
+                                             **options)  # fmt: skip
             if profiled:
                 from benchmarks import profiling
 

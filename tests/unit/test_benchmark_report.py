@@ -13,7 +13,7 @@ import math
 import fakeredis
 import pytest
 
-from benchmarks import profiling
+from benchmarks import profiling, servers
 from benchmarks.config import QUICK
 from benchmarks.depth import populate
 from benchmarks.e2e import (
@@ -266,3 +266,17 @@ def test_populate_writes_the_index_entries_a_real_submit_writes():
         assert client.zscore(f"{K.DEFAULT_PREFIX}:ttl", task_id) == 1000.0 + K.DEFAULT_TTL
     assert client.hget(keys.stats("q"), "submitted") == b"4"
     assert client.smembers(keys.queues) == {b"q"}
+
+
+def test_the_server_comparison_pairs_each_system_with_its_gunicorn_rounds():
+    rows = [_run("gunicorn: floor", 200, 1), _run("gunicorn: inferbox", 100, 1),
+            _run("granian: floor", 300, 1), _run("granian: inferbox", 120, 1),
+            _run("gunicorn: floor", 100, 2), _run("gunicorn: inferbox", 50, 2),
+            _run("granian: floor", 110, 2), _run("granian: inferbox", 100, 2)]  # fmt: skip
+    lines = servers.table(rows).splitlines()
+    assert [line.split(" | ")[:2] for line in lines[2:]] == [
+        ["| gunicorn", "floor"], ["| gunicorn", "inferbox"],
+        ["| granian", "floor"], ["| granian", "inferbox"]]  # fmt: skip
+    # granian's floor: ratios 1.5 and 1.1 (median 1.3); its inferbox: 1.2 and 2.0 (1.6)
+    assert [line.split(" | ")[4] for line in lines[2:]] == ["1.00", "1.00", "1.30", "1.60"]
+    assert lines[5].split(" | ")[2:4] == ["110", "100-120"]
