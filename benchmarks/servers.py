@@ -3,14 +3,14 @@
     python -m benchmarks.servers [--rounds 3] [--tasks 1500]
 
 How much of the one-request-per-task gap to Celery (section 1 of ``benchmarks.run``) is the
-HTTP server's? Each round starts, times and stops, for each server in turn: the trivial app
-of the latency floor (``benchmarks.floor.app``, 4 round trips a task) and the broker in the
-form section 1 runs it (``BROKER_PROCESSES`` x ``BROKER_THREADS``, the benchmark Redis,
-``file://`` storage on disk, ``WORKER_PROCESSES`` ``inferbox-worker`` processes with
-``--prefetch``), timed on submit + result and on ``predict?wait`` with ``CLIENT_THREADS``
-client threads. gunicorn serves with ``broker.cli.gunicorn_options``, the production
-configuration; granian (a server written in Rust, in the ``bench`` extra) with its own
-defaults but the same processes and threads (``workers``, ``blocking_threads``), no access
+HTTP server's? Each round starts, times and stops, for each server in turn (the order swapped
+every round): the trivial app of the latency floor (``benchmarks.floor.app``, 4 round trips a
+task) and the broker in the form section 1 runs it (``BROKER_PROCESSES`` x ``BROKER_THREADS``,
+the benchmark Redis, ``file://`` storage on disk, ``WORKER_PROCESSES`` ``inferbox-worker``
+processes with ``--prefetch``), timed on submit + result and on ``predict?wait`` with
+``CLIENT_THREADS`` client threads. gunicorn serves with ``broker.cli.gunicorn_options``, the
+production configuration; granian (a server written in Rust, in the ``bench`` extra) with its
+own defaults but the same processes and threads (``workers``, ``blocking_threads``), no access
 log, and no SIGTERM hooks (nothing here stops a server with requests in flight).
 
 Prints a Markdown table: tasks/s (median of the rounds, slowest and fastest), CPU ms a task
@@ -27,6 +27,7 @@ floor's app, under granian: what the rounds start.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -80,7 +81,7 @@ def systems_of(server: str) -> list[System]:
 def measure(sizes: Sizes) -> list[Throughput]:
     rows = []
     for number in range(1, sizes.rounds + 1):
-        for server in SERVERS:
+        for server in SERVERS if number % 2 else SERVERS[::-1]:  # neither always goes first
             for system in systems_of(server):
                 with system() as drivers:
                     for driver in drivers:
@@ -93,17 +94,17 @@ def measure(sizes: Sizes) -> list[Throughput]:
 
 
 def table(rows: list[Throughput]) -> str:
-    """Each server's row of each system, and its rate over gunicorn's for the same system."""
+    """A row per server and system, with its rate over gunicorn's for the same system."""
     found = e2e.by_system(rows)
     lines = []
     for name, rounds in found.items():
-        server, system = name.split(": ", 1)
+        system = name.split(": ", 1)[1]
         slowest, fastest = rounds.spread
         versus = e2e.paired_ratio(rounds, found.get(f"gunicorn: {system}"))
-        lines.append([server, system, fmt(rounds.rate), f"{fmt(slowest)}-{fmt(fastest)}",
-                      f"{versus:.2f}", *(f"{rounds.cpu_ms(part):.3f}"
-                                         for part in (None, "client", "servers", "redis"))])
-    return markdown_table(["server", "system", "tasks/s", "rounds", "x gunicorn", "CPU ms/task",
+        lines.append([name, fmt(rounds.rate), f"{fmt(slowest)}-{fmt(fastest)}", f"{versus:.2f}",
+                      *(f"{rounds.cpu_ms(part):.3f}"
+                        for part in (None, "client", "servers", "redis"))])  # fmt: skip
+    return markdown_table(["server: system", "tasks/s", "rounds", "x gunicorn", "CPU ms/task",
                            "client", "servers", "redis"], lines)  # fmt: skip
 
 
@@ -117,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=1500, help="timed tasks a round")
     args = parser.parse_args(argv)
     if args.command == "serve":
+        if args.port is None:
+            parser.error("serve needs --port")
         serve(args.port, args.app)
         return 0
+    if importlib.util.find_spec("granian") is None:
+        parser.error("granian is not installed: pip install -e '.[bench]'")
     sizes = replace(FULL, rounds=args.rounds, throughput_tasks=args.tasks * args.rounds)
     print(f"`python -m benchmarks.servers --rounds {args.rounds} --tasks {args.tasks}`"
           f" ({os.cpu_count()} cores)\n")
