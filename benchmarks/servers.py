@@ -41,7 +41,7 @@ from benchmarks.config import FULL, Sizes
 from benchmarks.e2e import Throughput
 from benchmarks.report import fmt, markdown_table
 from benchmarks.systems import Driver
-from broker.app import create_app
+from broker.cli import serving_app
 from broker.settings import Settings
 
 GRANIAN_FLOOR = ("-m", "benchmarks.servers", "serve", "--app", "floor")
@@ -51,11 +51,9 @@ System = Callable[[], AbstractContextManager[list[Driver]]]
 
 
 def broker_app() -> Flask:
-    """The broker's app as each of granian's processes loads it, its janitor running (what
-    ``inferbox-broker serve`` does after gunicorn's fork)."""
-    app = create_app(Settings.from_env())
-    app.extensions["inferbox"].janitor.start()
-    return app
+    """The broker's app as each of granian's processes loads it: what ``inferbox-broker serve``
+    loads after gunicorn's fork."""
+    return serving_app(Settings.from_env())
 
 
 def serve(port: int, target: str) -> None:

@@ -192,7 +192,7 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
         from gunicorn.app.base import BaseApplication
     except ImportError:  # Windows: no gunicorn; werkzeug's threaded server still works
         log.warning("gunicorn is not installed; using the development server")
-        app = _start(create_app(settings))
+        app = serving_app(settings)
         app.run(host=settings.host, port=settings.port, threaded=True)
         _box(app).janitor.stop()
         return
@@ -207,7 +207,7 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return _start(create_app(settings))  # in each worker process, after the fork
+            return serving_app(settings)  # in each worker process, after the fork
 
     Server().run()
 
@@ -216,8 +216,10 @@ def _box(app: Flask) -> Inferbox:
     return app.extensions["inferbox"]  # type: ignore[no-any-return]
 
 
-def _start(app: Flask) -> Flask:
-    """Make a server process's app ready: its index (the embedded one), its janitor."""
+def serving_app(settings: Settings) -> Flask:
+    """The app one server process serves, made ready: its index (the embedded one), its
+    janitor. What any WSGI server loads in each of its processes."""
+    app = create_app(settings)
     box = _box(app)
     if box.settings.embedded:  # the index lives in this process: rebuild it here
         _ensure_index(box.mailbox)
