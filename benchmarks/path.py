@@ -13,8 +13,9 @@ Printed: per step (the n-th call of a function within a task), the median of whe
 (ms after the client began the task) and of how long it took, over the tasks that had it; the
 client's own total last. A long-poll answered in a task started in the task before, so what a
 worker's take does on the way shows as the broker's ``TaskQueue.take`` and ``FileStore._get``
-calls, not as an HTTP request. An ``HTTP sent <path>`` step runs from the view's return to
-the server's close of its body: the response going out. Not part of ``benchmarks.run``: a
+calls, not as an HTTP request. An ``HTTP <path>`` step names a task's id in the path ``<id>``
+(``HTTP /getresult/<id>``); an ``HTTP sent <path>`` step runs from the view's return to the
+server's close of its body: the response going out. Not part of ``benchmarks.run``: a
 tool for reading a latency figure, whose own timers add a few microseconds a step.
 """
 

@@ -30,24 +30,20 @@ import argparse
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import replace
 
 from flask import Flask
 
-from benchmarks import e2e, systems
+from benchmarks import systems, variants
 from benchmarks.config import FULL, Sizes
 from benchmarks.e2e import Throughput
-from benchmarks.report import fmt, markdown_table
-from benchmarks.systems import Driver
+from benchmarks.variants import System
 from broker.cli import serving_app
 from broker.settings import Settings
 
 GRANIAN_FLOOR = ("-m", "benchmarks.servers", "serve", "--app", "floor")
 GRANIAN_BROKER = "benchmarks.servers"
 SERVERS = ("gunicorn", "granian")
-System = Callable[[], AbstractContextManager[list[Driver]]]
 
 
 def broker_app() -> Flask:
@@ -77,33 +73,12 @@ def systems_of(server: str) -> list[System]:
 
 
 def measure(sizes: Sizes) -> list[Throughput]:
-    rows = []
-    for number in range(1, sizes.rounds + 1):
-        for server in SERVERS if number % 2 else SERVERS[::-1]:  # neither always goes first
-            for system in systems_of(server):
-                with system() as drivers:
-                    for driver in drivers:
-                        row = e2e.measure_throughput(driver, sizes, number)
-                        row.name = f"{server}: {driver.name}"
-                        rows.append(row)
-                        print(f"round {number}: {row.name}: {row.rate:.1f} tasks/s",
-                              file=sys.stderr, flush=True)  # fmt: skip
-    return rows
+    return variants.measure(sizes, SERVERS, systems_of)
 
 
 def table(rows: list[Throughput]) -> str:
     """A row per server and system, with its rate over gunicorn's for the same system."""
-    found = e2e.by_system(rows)
-    lines = []
-    for name, rounds in found.items():
-        system = name.split(": ", 1)[1]
-        slowest, fastest = rounds.spread
-        versus = e2e.paired_ratio(rounds, found.get(f"gunicorn: {system}"))
-        lines.append([name, fmt(rounds.rate), f"{fmt(slowest)}-{fmt(fastest)}", f"{versus:.2f}",
-                      *(f"{rounds.cpu_ms(part):.3f}"
-                        for part in (None, "client", "servers", "redis"))])  # fmt: skip
-    return markdown_table(["server: system", "tasks/s", "rounds", "x gunicorn", "CPU ms/task",
-                           "client", "servers", "redis"], lines)  # fmt: skip
+    return variants.table(rows, baseline="gunicorn", label="server")
 
 
 def main(argv: list[str] | None = None) -> int:

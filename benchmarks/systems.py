@@ -179,10 +179,10 @@ def http_floor(hops: tuple[int, ...] = (4, 2),
 
 
 @contextmanager
-def inferbox(batch_size: int, *, durable: bool = True,
-             module: str = "broker.cli") -> Iterator[list[Driver]]:
+def inferbox(batch_size: int, *, durable: bool = True, module: str = "broker.cli",
+             processes: int = BROKER_PROCESSES) -> Iterator[list[Driver]]:
     """inferbox in its production form: ``inferbox-broker serve`` (gunicorn gthread,
-    ``BROKER_PROCESSES`` x ``BROKER_THREADS``) on the benchmark Redis and ``file://`` storage,
+    ``processes`` x ``BROKER_THREADS``) on the benchmark Redis and ``file://`` storage,
     with ``WORKER_PROCESSES`` ``inferbox-worker`` processes of ``batch_size`` and ``PREFETCH``
     batches ahead. ``durable=False``
     puts the ``file://`` store on a RAM file system (``/dev/shm``: the same code, no disk
@@ -198,7 +198,7 @@ def inferbox(batch_size: int, *, durable: bool = True,
             profiled = _profiled(batch_size, durable)
             options = {"module": module, **_sampler_options(profiled)}
             url, broker = procs.start_broker(group, REDIS_URL, Path(data).as_uri(),
-                                             workers=BROKER_PROCESSES, threads=BROKER_THREADS,
+                                             workers=processes, threads=BROKER_THREADS,
                                              **options)  # fmt: skip
             if profiled:
                 from benchmarks import profiling

@@ -66,7 +66,7 @@ def install(kind: str, folder: Path) -> None:
         serve = Flask.wsgi_app
 
         def wsgi_app(app: Flask, environ: dict[str, Any], start_response: Any) -> Any:
-            started, path = time.time(), environ.get("PATH_INFO", "")
+            started, path = time.time(), _route(environ.get("PATH_INFO", ""))
             try:
                 body = serve(app, environ, start_response)
             finally:
@@ -78,6 +78,16 @@ def install(kind: str, folder: Path) -> None:
 
         Flask.wsgi_app = wsgi_app  # type: ignore[method-assign,assignment]
     threading.Thread(target=_flush_loop, args=(folder,), name="bench-trace", daemon=True).start()
+
+
+def _route(path: str) -> str:
+    """``/tasks/<id>/heartbeat`` for ``/tasks/3kq…/heartbeat``: a request's path with its
+    second segment (a task id, in every route that has one) named, so that the same step of
+    every task has one name."""
+    segments = path.split("/")  # ["", "tasks", "3kq…", "heartbeat"]
+    if len(segments) > 2 and segments[2]:
+        segments[2] = "<id>"
+    return "/".join(segments)
 
 
 def _flush_loop(folder: Path) -> None:

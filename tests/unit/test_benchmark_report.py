@@ -13,7 +13,7 @@ import math
 import fakeredis
 import pytest
 
-from benchmarks import profiling, servers
+from benchmarks import processes, profiling, servers, tracing
 from benchmarks.config import QUICK
 from benchmarks.depth import populate
 from benchmarks.e2e import (
@@ -266,6 +266,34 @@ def test_populate_writes_the_index_entries_a_real_submit_writes():
         assert client.zscore(f"{K.DEFAULT_PREFIX}:ttl", task_id) == 1000.0 + K.DEFAULT_TTL
     assert client.hget(keys.stats("q"), "submitted") == b"4"
     assert client.smembers(keys.queues) == {b"q"}
+
+
+def test_the_path_trace_names_each_route_once_whatever_the_task_id():
+    assert tracing._route("/getresult/3kqZ_a") == tracing._route("/getresult/Q9x") == (
+        "/getresult/<id>")
+    assert tracing._route("/tasks/3kqZ_a/heartbeat") == "/tasks/<id>/heartbeat"
+    assert tracing._route("/predict") == "/predict"
+
+
+def test_the_process_comparison_pairs_each_count_with_the_rounds_of_two_processes():
+    rows = [_run("1 process: inferbox", 60, 1), _run("2 processes: inferbox", 100, 1),
+            _run("4 processes: inferbox", 80, 1), _run("4 processes: inferbox", 40, 2),
+            _run("2 processes: inferbox", 50, 2), _run("1 process: inferbox", 40, 2)]  # fmt: skip
+    lines = processes.table(rows).splitlines()
+    assert lines[0].split(" | ")[:4] == ["| broker: system", "tasks/s", "rounds", "x 2 processes"]
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| 1 process: inferbox", "| 2 processes: inferbox", "| 4 processes: inferbox"]
+    # 1 process: ratios 0.6 and 0.8 (median 0.7); 4 processes: 0.8 and 0.8
+    assert [line.split(" | ")[3] for line in lines[2:]] == ["0.70", "1.00", "0.80"]
+
+
+def test_process_counts_must_be_distinct_positive_numbers():
+    assert processes.counts("1,2,4") == [1, 2, 4]
+    for bad in ("0,2", "2,2", "two", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            processes.counts(bad)
+    with pytest.raises(SystemExit):  # the baseline count must be among them
+        processes.main(["--processes", "1,3"])
 
 
 def test_the_server_comparison_pairs_each_system_with_its_gunicorn_rounds():
