@@ -32,9 +32,8 @@ def name(processes: int) -> str:
     return f"{processes} process{'' if processes == 1 else 'es'}"
 
 
-def systems_of(variant: str) -> list[System]:
-    """The broker (one request per task) with the variant's number of processes."""
-    processes = int(variant.split()[0])
+def systems_of(processes: int) -> list[System]:
+    """The broker (one request per task) with ``processes`` processes."""
     return [lambda: systems.inferbox(1, processes=processes)]
 
 
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     listed = ",".join(map(str, args.processes))
     print(f"`python -m benchmarks.processes --processes {listed} --rounds {args.rounds} "
           f"--tasks {args.tasks}` ({os.cpu_count()} cores)\n")
-    rows = variants.measure(sizes, [name(count) for count in args.processes], systems_of)
+    rows = variants.measure(sizes, {name(count): systems_of(count) for count in args.processes})
     print(table(rows))
     return 0
 

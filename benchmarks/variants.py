@@ -11,7 +11,7 @@ rounds shifts both sides of a ratio alike.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from benchmarks import e2e
@@ -23,14 +23,14 @@ from benchmarks.systems import Driver
 System = Callable[[], AbstractContextManager[list[Driver]]]
 
 
-def measure(sizes: Sizes, variants: Sequence[str],
-            systems_of: Callable[[str], list[System]]) -> list[Throughput]:  # fmt: skip
-    """Every system of every variant, ``sizes.rounds`` times; rows named
-    ``<variant>: <system>``."""
+def measure(sizes: Sizes, variants: Mapping[str, Sequence[System]]) -> list[Throughput]:
+    """Every system of every variant (its name: its systems), ``sizes.rounds`` times; rows
+    named ``<variant>: <system>``."""
+    names = list(variants)
     rows = []
     for number in range(1, sizes.rounds + 1):
-        for variant in variants if number % 2 else variants[::-1]:
-            for system in systems_of(variant):
+        for variant in names if number % 2 else names[::-1]:
+            for system in variants[variant]:
                 with system() as drivers:
                     for driver in drivers:
                         row = e2e.measure_throughput(driver, sizes, number)
