@@ -291,7 +291,9 @@ def throughput_section(rows: list[Throughput], sizes: Sizes) -> Section:
         "children included; redis = the Redis "
         "server's own `INFO cpu` delta, which also counts anything else using that server).",
         f"inferbox runs `inferbox-broker serve` (gunicorn gthread, {BROKER_PROCESSES} processes "
-        f"x {BROKER_THREADS} threads, file:// storage in a temporary directory) with "
+        f"x {BROKER_THREADS} threads, file:// storage in a temporary directory, one per "
+        "system, removed when the benchmark ends: removed between rows, on ext4 without a "
+        "journal its thousands of freed inodes would slow the next row's file creates) with "
         f"{WORKER_PROCESSES} `inferbox-worker` processes "
         f"(`benchmarks.handlers:noop`, `--prefetch {PREFETCH}`: each holds up to {PREFETCH} "
         "batches taken ahead of its model, as Celery's default prefetch multiplier lets each "

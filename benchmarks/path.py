@@ -56,7 +56,7 @@ def traced_run(tasks: int, *, ram_disk: bool,
                submit_result: bool) -> tuple[list[tuple[float, float]], list[Event]]:
     """The client's window of each task, and every step the processes timed."""
     trace = Path(tempfile.mkdtemp(prefix="inferbox-trace-"))
-    data = tempfile.mkdtemp(prefix="inferbox-bench-", dir=systems.RAM_DIR if ram_disk else None)
+    data = systems.scratch_dir(durable=not ram_disk)
     systems.flush()
     try:
         with procs.Processes() as group:
@@ -73,7 +73,6 @@ def traced_run(tasks: int, *, ram_disk: bool,
         return windows, _read(trace)
     finally:
         shutil.rmtree(trace, ignore_errors=True)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def _run(url: str, tasks: int, submit_result: bool) -> list[tuple[float, float]]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 import os
 import platform
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 
 PACKAGES = ("celery", "rq", "gunicorn", "flask", "redis", "requests", "psutil")
+EXT4_SYS = "/sys/fs/ext4"  # one folder per mounted ext4 device, with its journal thread's name
 
 
 def ratio(value: float, baseline: float) -> float:
@@ -143,6 +145,7 @@ def machine() -> dict[str, str]:
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "OS": platform.platform(),
         "Python": platform.python_version(),
+        "disk store's file system": file_system(tempfile.gettempdir()),
     }
     for name in PACKAGES:
         try:
@@ -150,6 +153,28 @@ def machine() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             facts[name] = "not installed"
     return facts
+
+
+def file_system(path: str) -> str:
+    """The type of the file system ``path`` is on, and for ext4 whether it keeps a journal
+    (without one, file creates after many deletes cost far more: ``systems.scratch_dir``)."""
+    import psutil
+
+    path = os.path.realpath(path)
+    mounts = [part for part in psutil.disk_partitions(all=True)
+              if path == part.mountpoint or path.startswith(part.mountpoint.rstrip("/") + "/")]
+    if not mounts:
+        return "unknown"
+    mount = max(mounts, key=lambda part: len(part.mountpoint))
+    described = f"{mount.fstype} at {mount.mountpoint}"
+    if mount.fstype == "ext4":
+        try:
+            with open(os.path.join(EXT4_SYS, os.path.basename(mount.device), "journal_task"),
+                      encoding="ascii") as task:  # fmt: skip
+                described += ", no journal" if task.read().strip() == "<none>" else ", journaled"
+        except OSError:
+            pass
+    return described
 
 
 def _cpu_model() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -307,3 +308,41 @@ def test_the_server_comparison_pairs_each_system_with_its_gunicorn_rounds():
     # granian's floor: ratios 1.5 and 1.1 (median 1.3); its inferbox: 1.2 and 2.0 (1.6)
     assert [line.split(" | ")[3] for line in lines[2:]] == ["1.00", "1.00", "1.30", "1.60"]
     assert lines[5].split(" | ")[1:3] == ["110", "100-120"]
+
+
+def _partition(device: str, mountpoint: str, fstype: str) -> object:
+    return argparse.Namespace(device=device, mountpoint=mountpoint, fstype=fstype)
+
+
+@pytest.mark.parametrize(("journal_task", "described"), [
+    ("<none>", "ext4 at /, no journal"),
+    ("jbd2/vda-8", "ext4 at /, journaled"),
+])  # fmt: skip
+def test_the_machine_facts_say_whether_the_disk_stores_ext4_keeps_a_journal(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, journal_task: str, described: str) -> None:
+    import psutil
+
+    from benchmarks import report
+
+    (tmp_path / "vda").mkdir()
+    (tmp_path / "vda" / "journal_task").write_text(journal_task + "\n")
+    monkeypatch.setattr(report, "EXT4_SYS", str(tmp_path))
+    monkeypatch.setattr(psutil, "disk_partitions", lambda all=False: [
+        _partition("/dev/vda", "/", "ext4"), _partition("tmpfs", "/dev/shm", "tmpfs"),
+        _partition("/dev/vdb", "/srv/data", "xfs")])  # fmt: skip
+    assert report.file_system("/tmp") == described
+    assert report.file_system("/dev/shm/x") == "tmpfs at /dev/shm"  # the deepest mount wins
+    assert report.file_system("/srv/data/inbox") == "xfs at /srv/data"
+    assert report.file_system("/srv/database") == described  # a prefix of a name is not a mount
+
+
+def test_a_systems_store_folder_outlives_the_system_until_the_process_ends() -> None:
+    from benchmarks import systems
+
+    folder = systems.scratch_dir(durable=False)
+    try:
+        (Path(folder) / "blob").write_bytes(b"x")
+        assert folder in systems._SCRATCH
+    finally:
+        systems._remove_scratch()  # what the process's exit runs
+    assert not Path(folder).exists() and not systems._SCRATCH
