@@ -47,7 +47,7 @@ def scratch_dir(*, durable: bool = True) -> str:
     removed when this process exits, not when its system stops.
 
     On ext4 without a journal (this machine's root file system; ``report.machine`` says which),
-    allocating an inode steps over every inode freed in roughly the last half minute, one
+    allocating an inode steps over every inode freed in roughly the last minute, one
     buffer-cache lookup each (``recently_deleted`` in the kernel's ``fs/ext4/ialloc.c``). So
     removing one row's thousands of files would raise the next row's every file create from
     about 0.1 ms of CPU to 0.75-0.85 ms: a row would pay for the cleanup of the row before.
